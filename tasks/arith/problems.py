@@ -56,8 +56,9 @@ LEVELS: dict[int, Difficulty] = {
     3: Difficulty(num_ops=4, max_operand=15),
     4: Difficulty(num_ops=5, max_operand=20),
     5: Difficulty(num_ops=6, max_operand=25),
+    6: Difficulty(num_ops=7, max_operand=25),
 }
-DEFAULT_LEVEL = 3
+DEFAULT_LEVEL = 6
 
 
 def level(n: int) -> Difficulty:
@@ -174,7 +175,9 @@ def make_problem(expression: str) -> Problem:
     """The Problem for an expression; ValueError if it is malformed or goes negative."""
     solved = reference_steps(expression)
     if solved is None:
-        raise ValueError(f"expression {expression!r} has an intermediate value outside [0, {MAX_VALUE}]")
+        raise ValueError(
+            f"expression {expression!r} has an intermediate value outside [0, {MAX_VALUE}]"
+        )
     steps, answer = solved
     return Problem(expression=expression, answer=answer, steps=steps)
 

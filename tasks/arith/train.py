@@ -21,10 +21,9 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
-
 from ponder.tasks.arith.problems import LEVELS, random_problem
 from ponder.tasks.arith.tokenizer import build_tokenizer
+from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
 IGNORE = -100
 
@@ -48,9 +47,7 @@ def model_config(vocab_size: int, pad: int, bos: int, eos: int) -> LlamaConfig:
     )
 
 
-def make_batch(
-    rng: random.Random, tokenizer, batch_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def make_batch(rng: random.Random, tokenizer, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded (input_ids, labels) of one difficulty level; loss on the solution and EOS.
 
     One level per batch keeps padding small (lengths differ ~4x across levels). No attention
@@ -146,7 +143,7 @@ def train(args: argparse.Namespace) -> dict:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="tasks/arith/model")
-    parser.add_argument("--steps", type=int, default=1800)
+    parser.add_argument("--steps", type=int, default=1700)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--warmup", type=int, default=200)

@@ -1,0 +1,119 @@
+"""The SearchContext verbs: the whole interface a search strategy sees.
+
+    root(prompt)            -> Branch       the prompt as a branch (no compute yet)
+    fork(branch, n)         -> [Branch]     n handles sharing the branch's KV: no compute, no copy
+    await extend(branches)  -> [Branch]     one new branch per input, generated up to a stop
+                                            (step delimiter, EOS, max tokens); inputs stay valid
+    release(branches)                       idempotent; frees what only those branches held
+    tokens(branch) / text(branch)           the branch's token ids / its text after the prompt
+
+A Branch is an immutable handle; the KV blocks behind it live in the backend. A branch may be
+extended many times (each call samples afresh); passing the same branch k times to one extend
+samples k independent continuations. Every context keeps exact accounting (SearchStats).
+Strategies import this module and nothing else from the engine; it imports no torch.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    id: int
+    parent: int | None
+    length: int  # tokens, prompt included
+    prompt_length: int
+    cumulative_logprob: float = 0.0  # sum of generated tokens' logprobs since the root
+    finish_reason: str | None = None  # None (root/fork), "eos", "stop", "length", "max_model_len"
+
+    @property
+    def num_generated(self) -> int:
+        return self.length - self.prompt_length
+
+    @property
+    def done(self) -> bool:
+        """True when the branch cannot or should not be extended further (EOS or context end)."""
+        return self.finish_reason in ("eos", "max_model_len")
+
+
+@dataclass(slots=True)
+class SearchStats:
+    """Exact accounting for one search (one context)."""
+
+    prompt_tokens: int = 0  # prompt lengths of the roots
+    cached_prompt_tokens: int = 0  # prompt tokens served from the prefix cache
+    computed_prompt_tokens: int = 0  # prompt tokens whose KV was computed
+    recomputed_tokens: int = 0  # context tokens computed again (preemption), never wanted
+    generated_tokens: int = 0
+    extend_calls: int = 0
+    verifier_calls: int = 0  # candidates scored
+    started: float = field(default_factory=time.perf_counter)
+    finished: float | None = None
+
+    @property
+    def wall_seconds(self) -> float:
+        end = self.finished if self.finished is not None else time.perf_counter()
+        return end - self.started
+
+    def as_dict(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "cached_prompt_tokens": self.cached_prompt_tokens,
+            "computed_prompt_tokens": self.computed_prompt_tokens,
+            "recomputed_tokens": self.recomputed_tokens,
+            "generated_tokens": self.generated_tokens,
+            "extend_calls": self.extend_calls,
+            "verifier_calls": self.verifier_calls,
+            "wall_seconds": round(self.wall_seconds, 4),
+        }
+
+
+class SearchContext(abc.ABC):
+    """What a backend implements for strategies. See the module docstring for the contract."""
+
+    stats: SearchStats
+
+    @abc.abstractmethod
+    def root(self, prompt: str | Sequence[int]) -> Branch: ...
+
+    @abc.abstractmethod
+    def fork(self, branch: Branch, n: int) -> list[Branch]: ...
+
+    @abc.abstractmethod
+    async def extend(
+        self,
+        branches: Sequence[Branch],
+        *,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+        release_inputs: bool = False,
+    ) -> list[Branch]: ...
+
+    @abc.abstractmethod
+    def release(self, branches: Iterable[Branch]) -> None: ...
+
+    @abc.abstractmethod
+    def tokens(self, branch: Branch) -> tuple[int, ...]: ...
+
+    @abc.abstractmethod
+    def text(self, branch: Branch) -> str: ...
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release every branch still live; the context is unusable afterwards."""
+
+    async def __aenter__(self) -> SearchContext:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.close()
+
+    def __enter__(self) -> SearchContext:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,220 @@
+"""Engine: the public entry point of ponder's own torch backend.
+
+    engine = Engine.from_pretrained()                 # the embedded arith model
+    outs = engine.generate(["Q: 1+2\\n"], SamplingParams(n=16, stop=["\\n"]))
+    async with engine.search(SamplingParams(temperature=0.8), seed=0) as ctx: ...
+
+It loads a Hugging Face checkpoint into ponder's paged model, sizes the KV pool, and starts the
+engine loop thread. `generate` is plain batched sampling (n samples of a prompt share its KV);
+`search` opens a SearchContext for strategies; `agenerate` is the async form a server uses. All
+of them feed the same scheduler, so concurrent callers share forward passes. Text goes in and out
+here (the tokenizer lives here); below this layer everything is token ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from ponder.engine.core import EngineCore
+from ponder.engine.engine_context import EngineContext
+from ponder.engine.kv_cache import BlockManager, KVStats
+from ponder.engine.loop import EngineLoop
+from ponder.engine.model import CausalLM
+from ponder.engine.model_runner import ModelRunner
+from ponder.engine.outputs import CompletionOutput, Logprob, RequestOutput
+from ponder.engine.sampling_params import SamplingParams
+from transformers import AutoTokenizer
+
+Prompt = str | Sequence[int]
+
+
+class Engine:
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        block_size: int = 16,
+        num_blocks: int | None = None,
+        kv_cache_gb: float = 1.0,
+        max_num_seqs: int = 256,
+        max_num_batched_tokens: int = 4096,
+        max_model_len: int | None = None,
+        device: str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
+        self.model_path = Path(model_path)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = dtype or torch.float32
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        model = CausalLM.from_pretrained(self.model_path, dtype=dtype, device=self.device)
+        config = json.loads((self.model_path / "config.json").read_text())
+        limit = int(config.get("max_position_embeddings", 2048))
+        self.max_model_len = min(max_model_len or limit, limit)
+        self.eos_token_ids = self._eos_ids(config)
+        if num_blocks is None:
+            per_block = ModelRunner.bytes_per_block(model.config, block_size, dtype)
+            num_blocks = max(int(kv_cache_gb * 2**30 // per_block), 1)
+        self.blocks = BlockManager(num_blocks, block_size)
+        runner = ModelRunner(model, num_blocks=num_blocks, block_size=block_size)
+        self.core = EngineCore(
+            runner,
+            self.blocks,
+            self.decode,
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens,
+        )
+        self.loop = EngineLoop(self.core)
+        self._seq_ids = itertools.count()
+        self._request_ids = itertools.count()
+        self._seeds = random.Random()
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None, **options) -> Engine:
+        """Load a Hugging Face folder; `None` loads the embedded arith model."""
+        if path is None:
+            from ponder.tasks.arith import embedded_model_path
+
+            path = embedded_model_path()
+        if not (Path(path) / "config.json").is_file():
+            raise ValueError(f"{path} is not a Hugging Face model folder (no config.json)")
+        return cls(path, **options)
+
+    # ------------------------------------------------------------------ text <-> ids
+
+    def encode(self, text: str) -> tuple[int, ...]:
+        return tuple(self.tokenizer(text).input_ids)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+    def check_prompt(self, token_ids: Sequence[int]) -> None:
+        if not token_ids:
+            raise ValueError("the prompt is empty")
+        if len(token_ids) >= self.max_model_len:
+            raise ValueError(
+                f"the prompt has {len(token_ids)} tokens; this model takes at most "
+                f"{self.max_model_len - 1} so that at least one can be generated"
+            )
+        vocab = self.core.runner.vocab_size
+        bad = [t for t in token_ids if not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"prompt token ids {bad[:5]} are outside the vocabulary [0, {vocab})")
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def kv_stats(self) -> KVStats:
+        """Blocks total / in use / cached-free, read on the loop thread (a consistent view)."""
+        return self.loop.call(lambda: self.blocks.stats).result()
+
+    @property
+    def closed(self) -> bool:
+        return self.loop._closed
+
+    def next_seq_id(self) -> int:
+        return next(self._seq_ids)
+
+    def close(self) -> None:
+        self.loop.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ searching
+
+    def search(self, params: SamplingParams | None = None, *, seed: int | None = None):
+        """A SearchContext on this engine; use it as `async with` or `with` to release all."""
+        seed = self._seeds.getrandbits(63) if seed is None else seed
+        return EngineContext(self, params, seed=seed)
+
+    # ------------------------------------------------------------------ plain sampling
+
+    def generate(
+        self, prompts: Prompt | Sequence[Prompt], params: SamplingParams | None = None
+    ) -> list[RequestOutput]:
+        """n samples per prompt, all prompts batched together; one RequestOutput per prompt."""
+        batch = _as_prompt_list(prompts)
+        params = params or SamplingParams()
+
+        async def run_all() -> list[RequestOutput]:
+            return list(await asyncio.gather(*(self.agenerate(p, params) for p in batch)))
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(run_all())
+        raise RuntimeError("Engine.generate was called inside an event loop; await agenerate")
+
+    async def agenerate(
+        self, prompt: Prompt, params: SamplingParams | None = None, request_id: str | None = None
+    ) -> RequestOutput:
+        params = params or SamplingParams()
+        request_id = request_id or f"req-{next(self._request_ids)}"
+        async with self.search(params, seed=params.seed) as ctx:
+            root = ctx.root(prompt)
+            prompt_ids = ctx.tokens(root)
+            branches = await ctx.extend([root] * params.n, release_inputs=True)
+            outputs = [self._completion(ctx, i, b, params) for i, b in enumerate(branches)]
+            stats = ctx.stats
+        return RequestOutput(
+            request_id=request_id,
+            prompt=prompt if isinstance(prompt, str) else None,
+            prompt_token_ids=prompt_ids,
+            outputs=outputs,
+            num_cached_tokens=stats.cached_prompt_tokens,
+            metrics=stats.as_dict(),
+        )
+
+    def _completion(self, ctx: EngineContext, index: int, branch, params) -> CompletionOutput:
+        token_ids = ctx.tokens(branch)[branch.prompt_length :]
+        text = self.decode(token_ids)
+        stop_reason = ctx.stop_reason(branch)
+        if isinstance(stop_reason, str) and not params.include_stop_str_in_output:
+            text = text[: text.rfind(stop_reason)] if stop_reason in text else text
+        logprobs = None
+        if params.logprobs is not None:
+            logprobs = []
+            for tok, lp, top in zip(
+                token_ids,
+                ctx.logprobs(branch),
+                ctx.top_logprobs(branch) or [{}] * len(token_ids),
+                strict=False,
+            ):
+                ranks = {t: r + 1 for r, t in enumerate(top)}
+                entry = {t: Logprob(v, ranks[t], self.decode([t])) for t, v in top.items()}
+                entry[tok] = Logprob(lp, ranks.get(tok), self.decode([tok]))
+                logprobs.append(entry)
+        reason = "stop" if branch.finish_reason in ("eos", "stop") else "length"
+        return CompletionOutput(
+            index, text, token_ids, branch.cumulative_logprob, logprobs, reason, stop_reason
+        )
+
+    def _eos_ids(self, config: dict) -> frozenset[int]:
+        """EOS ids from config.json, generation_config.json and the tokenizer, merged."""
+        ids: set[int] = set()
+        generation = self.model_path / "generation_config.json"
+        sources = [config, json.loads(generation.read_text()) if generation.is_file() else {}]
+        for source in sources:
+            eos = source.get("eos_token_id")
+            ids.update([eos] if isinstance(eos, int) else (eos or []))
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return frozenset(ids)
+
+
+def _as_prompt_list(prompts) -> list[Prompt]:
+    if isinstance(prompts, str):
+        return [prompts]
+    prompts = list(prompts)
+    if prompts and all(isinstance(t, int) for t in prompts):
+        return [prompts]  # a single token-id prompt
+    return prompts

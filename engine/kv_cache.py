@@ -1,0 +1,204 @@
+"""BlockManager: the paged KV pool's bookkeeping (block ids, ref counts, prefix hashes).
+
+A pool of `num_blocks` blocks of `block_size` token slots. Callers own block tables (plain
+lists of block ids, one per sequence or branch); this module only counts references:
+
+- `allocate` gives a new sequence its blocks, reusing leading full blocks whose chained hash is
+  registered and whose stored token ids match (cross-request prefix sharing);
+- `fork` shares a whole table (ref counts +1, no allocation, no copy);
+- `append_slots` grows a table, copying on write a shared, partially filled last block (the copy
+  itself is the model runner's job: it gets the (src, dst) pairs);
+- `free` drops references; a block at ref count 0 joins the tail of the free queue and keeps its
+  hash, so it stays a cache hit until it is evicted from the head (least recently freed first);
+- `commit` hashes blocks once they are full and computed.
+
+It knows nothing of tensors or scheduling policy. Not thread-safe: the engine loop's thread is
+its only caller.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    block_ids: tuple[int, ...]  # the new sequence's block table
+    num_cached_tokens: int  # leading tokens whose KV is already in the cache
+
+
+@dataclass(frozen=True, slots=True)
+class KVStats:
+    total: int
+    used: int  # ref count > 0
+    cached_free: int  # free, still holding a hash (reusable until evicted)
+    free: int
+
+
+class BlockManager:
+    def __init__(self, num_blocks: int, block_size: int):
+        if num_blocks < 1:
+            raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
+        if block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {block_size}")
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        self._refs = [0] * num_blocks
+        self._hash: list[int | None] = [None] * num_blocks
+        self._tokens: list[tuple[int, ...] | None] = [None] * num_blocks
+        self._free: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
+        self._by_hash: dict[int, int] = {}
+
+    # ------------------------------------------------------------------ inspection
+
+    @property
+    def num_free_blocks(self) -> int:
+        return len(self._free)
+
+    @property
+    def stats(self) -> KVStats:
+        cached = sum(1 for b in self._free if self._hash[b] is not None)
+        free = len(self._free)
+        return KVStats(self.num_blocks, self.num_blocks - free, cached, free)
+
+    def ref_count(self, block_id: int) -> int:
+        return self._refs[block_id]
+
+    def block_hash(self, block_id: int) -> int | None:
+        return self._hash[block_id]
+
+    def free_queue(self) -> list[int]:
+        """Free block ids in eviction order (first = next to be reused)."""
+        return list(self._free)
+
+    # ------------------------------------------------------------------ allocation
+
+    def _chain(self, parent: int | None, tokens: tuple[int, ...]) -> int:
+        return hash((parent, tokens))
+
+    def _prefix_hits(self, token_ids: Sequence[int]) -> list[int]:
+        """Leading full blocks already cached, leaving at least one token to compute."""
+        bs = self.block_size
+        hits: list[int] = []
+        parent = None
+        for start in range(0, (len(token_ids) - 1) // bs * bs, bs):
+            chunk = tuple(token_ids[start : start + bs])
+            h = self._chain(parent, chunk)
+            block = self._by_hash.get(h)
+            if block is None or self._tokens[block] != chunk:  # a hash collision is a miss
+                break
+            hits.append(block)
+            parent = h
+        return hits
+
+    def _blocks_needed(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.block_size)
+
+    def can_allocate(self, token_ids: Sequence[int]) -> bool:
+        hits = self._prefix_hits(token_ids)
+        fresh = self._blocks_needed(len(token_ids)) - len(hits)
+        revived = sum(1 for b in hits if self._refs[b] == 0)  # hits taken from the free queue
+        return fresh + revived <= len(self._free)
+
+    def allocate(self, token_ids: Sequence[int]) -> Allocation | None:
+        if not token_ids:
+            raise ValueError("cannot allocate blocks for an empty sequence")
+        if not self.can_allocate(token_ids):
+            return None
+        hits = self._prefix_hits(token_ids)
+        for b in hits:
+            if self._refs[b] == 0:
+                del self._free[b]
+            self._refs[b] += 1
+        fresh = [self._take() for _ in range(self._blocks_needed(len(token_ids)) - len(hits))]
+        return Allocation(tuple(hits + fresh), len(hits) * self.block_size)
+
+    def _take(self) -> int:
+        block, _ = self._free.popitem(last=False)
+        old = self._hash[block]
+        if old is not None:
+            if self._by_hash.get(old) == block:
+                del self._by_hash[old]
+            self._hash[block] = None
+            self._tokens[block] = None
+        self._refs[block] = 1
+        return block
+
+    def _append_need(
+        self, block_table: list[int], num_tokens: int, num_new: int
+    ) -> tuple[int, bool]:
+        if num_tokens < 0 or num_new < 0 or num_tokens > len(block_table) * self.block_size:
+            raise ValueError(
+                f"bad append: {num_tokens} tokens (+{num_new}) on a table of "
+                f"{len(block_table)} blocks of {self.block_size}"
+            )
+        needed = max(0, self._blocks_needed(num_tokens + num_new) - len(block_table))
+        index = num_tokens // self.block_size
+        cow = (
+            num_new > 0 and num_tokens % self.block_size != 0 and self._refs[block_table[index]] > 1
+        )
+        return needed + cow, cow
+
+    def can_append(self, block_table: list[int], num_tokens: int, num_new: int) -> bool:
+        return self._append_need(block_table, num_tokens, num_new)[0] <= len(self._free)
+
+    def append_slots(
+        self, block_table: list[int], num_tokens: int, num_new: int
+    ) -> list[tuple[int, int]] | None:
+        """Slots for positions [num_tokens, num_tokens + num_new); the CoW copies to apply."""
+        need, cow = self._append_need(block_table, num_tokens, num_new)
+        if need > len(self._free):
+            return None
+        copies = []
+        if cow:
+            index = num_tokens // self.block_size
+            src = block_table[index]
+            dst = self._take()
+            self._refs[src] -= 1  # still > 0: it was shared
+            block_table[index] = dst
+            copies.append((src, dst))
+        while len(block_table) * self.block_size < num_tokens + num_new:
+            block_table.append(self._take())
+        return copies
+
+    def fork(self, block_table: Sequence[int]) -> list[int]:
+        for b in block_table:
+            if self._refs[b] <= 0:
+                raise RuntimeError(f"fork of block {b}, which nobody holds (ref count 0)")
+            self._refs[b] += 1
+        return list(block_table)
+
+    def free(self, block_table: Sequence[int]) -> None:
+        # Last block first, so a sequence's tail is evicted before its (more shareable) prefix.
+        for b in reversed(block_table):
+            if self._refs[b] <= 0:
+                raise RuntimeError(f"double free of block {b}: its ref count is already 0")
+            self._refs[b] -= 1
+            if self._refs[b] == 0:
+                self._free[b] = None
+
+    def commit(
+        self, block_table: Sequence[int], token_ids: Sequence[int], num_computed: int
+    ) -> None:
+        """Hash every full, computed block of the table that is not hashed yet."""
+        bs = self.block_size
+        full = min(num_computed, len(token_ids)) // bs
+        parent = None
+        for i in range(full):
+            block = block_table[i]
+            h = self._hash[block]
+            if h is None:
+                chunk = tuple(token_ids[i * bs : (i + 1) * bs])
+                h = self._chain(parent, chunk)
+                if h in self._by_hash:  # another block holds this content: stay unhashed
+                    owner = self._by_hash[h]
+                    if self._tokens[owner] != chunk:
+                        return  # a true hash collision: keep the map as it is
+                    parent = h
+                    continue
+                self._hash[block] = h
+                self._tokens[block] = chunk
+                self._by_hash[h] = block
+            parent = h

@@ -1,0 +1,90 @@
+"""ModelRunner: owns the KV cache tensors and runs one forward pass over a ragged batch.
+
+Input: one ForwardInput per sequence (the new tokens, where they start, the block table that
+covers them) plus the copy-on-write block pairs to apply first. Output: float32 logits at each
+input's last new token. No scheduling, no sampling, no block allocation policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from ponder.engine.attention import build_metadata, copy_blocks, make_kv_cache
+from ponder.engine.model import CausalLM, ModelConfig
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardInput:
+    token_ids: tuple[int, ...]  # new tokens whose KV to compute this step (>= 1)
+    num_computed: int  # tokens of this sequence already in the cache = position of token_ids[0]
+    block_table: tuple[int, ...]  # covers positions [0, num_computed + len(token_ids))
+
+
+class ModelRunner:
+    def __init__(self, model: CausalLM, *, num_blocks: int, block_size: int):
+        self.model = model
+        self.block_size = block_size
+        self.num_blocks = num_blocks
+        c = model.config
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self.kv_caches = make_kv_cache(
+            c.num_layers,
+            num_blocks,
+            block_size,
+            c.num_kv_heads,
+            c.head_dim,
+            self.dtype,
+            self.device,
+        )
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.config.vocab_size
+
+    @staticmethod
+    def bytes_per_block(config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
+        element = torch.finfo(dtype).bits // 8
+        return 2 * config.num_layers * block_size * config.num_kv_heads * config.head_dim * element
+
+    def _validate(self, inputs: Sequence[ForwardInput]) -> None:
+        if not inputs:
+            raise ValueError("ModelRunner.run needs at least one input")
+        for i, x in enumerate(inputs):
+            end = x.num_computed + len(x.token_ids)
+            if not x.token_ids or x.num_computed < 0:
+                raise ValueError(f"input {i}: needs >= 1 new token and num_computed >= 0")
+            if len(x.block_table) * self.block_size < end:
+                raise ValueError(
+                    f"input {i}: block table of {len(x.block_table)} blocks cannot "
+                    f"hold {end} tokens at block size {self.block_size}"
+                )
+            if any(not 0 <= b < self.num_blocks for b in x.block_table):
+                raise ValueError(f"input {i}: block id outside [0, {self.num_blocks})")
+
+    @torch.inference_mode()
+    def run(
+        self, inputs: Sequence[ForwardInput], copies: Sequence[tuple[int, int]] = ()
+    ) -> torch.Tensor:
+        """CoW copies, then one forward; (B, V) float32 logits at each input's last token."""
+        self._validate(inputs)
+        copy_blocks(self.kv_caches, copies)
+        ids, positions = [], []
+        for x in inputs:
+            ids += x.token_ids
+            positions += range(x.num_computed, x.num_computed + len(x.token_ids))
+        query_lens = [len(x.token_ids) for x in inputs]
+        meta = build_metadata(
+            query_lens,
+            [x.num_computed + len(x.token_ids) for x in inputs],
+            [x.block_table for x in inputs],
+            self.block_size,
+            self.device,
+        )
+        ids_t = torch.tensor(ids, dtype=torch.long, device=self.device)  # (N,)
+        pos_t = torch.tensor(positions, dtype=torch.long, device=self.device)  # (N,)
+        hidden = self.model(ids_t, pos_t, meta, self.kv_caches)  # (N, hidden)
+        last = torch.tensor(query_lens, device=self.device).cumsum(0) - 1  # (B,)
+        return self.model.compute_logits(hidden[last])  # (B, V)

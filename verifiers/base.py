@@ -1,0 +1,42 @@
+"""The verifier contract: batched, typed, text in and floats out.
+
+    score(prompts, candidates) -> one list of floats per candidate
+
+prompts[i] pairs with candidates[i]. An outcome verifier (`process = False`) returns a single
+score per candidate; a process verifier (`process = True`) returns one score per reasoning step
+present in the candidate. Candidates may be partial solutions (a search scores prefixes): steps
+are split on the task's delimiter, and an empty trailing segment (the candidate ends with the
+delimiter) is not a step. Aggregating step scores into one number is verifiers/aggregate.py's
+job, not the verifier's. Verifiers never see model internals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Verifier(Protocol):
+    name: str
+    process: bool
+
+    def score(self, prompts: Sequence[str], candidates: Sequence[str]) -> list[list[float]]: ...
+
+
+def split_steps(text: str, delimiter: str) -> list[str]:
+    """Steps of a (possibly partial) solution; a trailing empty segment is dropped."""
+    if not delimiter:
+        raise ValueError("the step delimiter must be a non-empty string")
+    steps = text.split(delimiter)
+    if steps and steps[-1] == "":
+        steps.pop()
+    return steps
+
+
+def check_batch(prompts: Sequence[str], candidates: Sequence[str]) -> None:
+    if len(prompts) != len(candidates):
+        raise ValueError(
+            f"score() needs one prompt per candidate: got {len(prompts)} prompts and "
+            f"{len(candidates)} candidates"
+        )
