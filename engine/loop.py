@@ -34,7 +34,7 @@ class EngineLoop:
     # ------------------------------------------------------------------ caller side
 
     def call(self, fn: Callable[[], Any]) -> Future:
-        """Run `fn` on the loop thread between steps; its result or exception lands in the future."""
+        """Run `fn` on the loop thread between steps; its result or error lands in the future."""
         if self._closed:
             raise RuntimeError("the engine is closed; create a new Engine")
         future: Future = Future()

@@ -1,0 +1,208 @@
+"""Exact-state tests of the block manager: block ids, ref counts, hashes, free-queue order,
+copy-on-write, prefix hits, eviction, and a leak check at the end of every test."""
+
+import random
+
+import pytest
+from ponder.engine.kv_cache import BlockManager
+
+
+def assert_all_free(bm: BlockManager) -> None:
+    stats = bm.stats
+    assert stats.used == 0 and stats.free == stats.total
+    assert all(bm.ref_count(b) == 0 for b in range(bm.num_blocks))
+
+
+def test_fresh_allocation_takes_blocks_in_queue_order():
+    bm = BlockManager(8, 4)
+    a = bm.allocate(list(range(10)))
+    assert a.block_ids == (0, 1, 2) and a.num_cached_tokens == 0
+    assert [bm.ref_count(b) for b in range(4)] == [1, 1, 1, 0]
+    assert bm.free_queue() == [3, 4, 5, 6, 7]
+    bm.free(a.block_ids)
+    assert bm.free_queue() == [3, 4, 5, 6, 7, 2, 1, 0]  # tail freed first: evicted first
+    assert_all_free(bm)
+
+
+@pytest.mark.parametrize("bs", [1, 2, 4, 16])
+def test_prefix_hit_after_commit_shares_blocks(bs):
+    bm = BlockManager(64, bs)
+    prompt = list(range(100, 100 + 3 * bs + 1))  # three full blocks and one token
+    a = bm.allocate(prompt)
+    assert a.num_cached_tokens == 0
+    bm.commit(a.block_ids, prompt, len(prompt))
+    assert all(bm.block_hash(b) is not None for b in a.block_ids[:3])
+    if bs > 1:
+        assert bm.block_hash(a.block_ids[3]) is None  # partial: never hashed
+    b = bm.allocate(prompt)
+    assert b.block_ids[:3] == a.block_ids[:3] and b.block_ids[3] != a.block_ids[3]
+    assert b.num_cached_tokens == 3 * bs
+    assert [bm.ref_count(x) for x in a.block_ids] == [2, 2, 2, 1]
+    bm.free(a.block_ids)
+    bm.free(b.block_ids)
+    assert_all_free(bm)
+
+
+def test_partial_prefix_hit_and_divergence():
+    bm = BlockManager(16, 2)
+    a = bm.allocate([1, 2, 3, 4, 5, 6, 7])
+    bm.commit(a.block_ids, [1, 2, 3, 4, 5, 6, 7], 7)
+    b = bm.allocate([1, 2, 3, 9, 5, 6, 7])  # diverges in the second block
+    assert b.num_cached_tokens == 2 and b.block_ids[0] == a.block_ids[0]
+    assert b.block_ids[1] not in a.block_ids
+    bm.free(a.block_ids)
+    bm.free(b.block_ids)
+    assert_all_free(bm)
+
+
+def test_a_fully_cached_prompt_still_computes_its_last_block():
+    bm = BlockManager(8, 2)
+    tokens = [5, 6, 7, 8]
+    a = bm.allocate(tokens)
+    bm.commit(a.block_ids, tokens, 4)
+    b = bm.allocate(tokens)
+    assert b.num_cached_tokens == 2  # the last block is not reused: one token must be computed
+    assert b.block_ids[0] == a.block_ids[0] and b.block_ids[1] != a.block_ids[1]
+    bm.free(a.block_ids)
+    bm.free(b.block_ids)
+    assert_all_free(bm)
+
+
+def test_released_blocks_keep_their_hash_and_hit_again():
+    bm = BlockManager(6, 2)
+    tokens = [1, 2, 3, 4, 5]
+    a = bm.allocate(tokens)
+    bm.commit(a.block_ids, tokens, 5)
+    bm.free(a.block_ids)
+    assert bm.stats.cached_free == 2 and bm.stats.used == 0
+    b = bm.allocate(tokens)
+    assert b.num_cached_tokens == 4 and b.block_ids[:2] == a.block_ids[:2]
+    assert a.block_ids[0] not in bm.free_queue() and bm.ref_count(a.block_ids[0]) == 1
+    bm.free(b.block_ids)
+    assert_all_free(bm)
+
+
+def test_lru_eviction_drops_the_oldest_hash_first():
+    bm = BlockManager(4, 2)
+    x = bm.allocate([1, 2, 3])
+    bm.commit(x.block_ids, [1, 2, 3], 3)
+    bm.free(x.block_ids)  # queue: 2, 3, then x's tail block 1, then x's head block 0
+    assert bm.free_queue() == [2, 3, 1, 0]
+    y = bm.allocate([9, 9, 9, 9, 9, 9, 9])  # needs 4 blocks: evicts everything
+    assert y.block_ids == (2, 3, 1, 0) and y.num_cached_tokens == 0
+    assert bm.block_hash(0) is None
+    bm.free(y.block_ids)
+    z = bm.allocate([1, 2, 3])
+    assert z.num_cached_tokens == 0  # the old prefix was evicted
+    bm.free(z.block_ids)
+    assert_all_free(bm)
+
+
+def test_fork_shares_and_copy_on_write_on_partial_last_block():
+    bm = BlockManager(8, 4)
+    parent = list(bm.allocate([1, 2, 3, 4, 5, 6]).block_ids)  # blocks 0 (full), 1 (2 of 4)
+    kid = bm.fork(parent)
+    assert kid == parent and [bm.ref_count(b) for b in parent] == [2, 2]
+    copies = bm.append_slots(kid, 6, 1)
+    assert copies == [(1, 2)] and kid == [0, 2]
+    assert [bm.ref_count(b) for b in (0, 1, 2)] == [2, 1, 1]
+    assert bm.append_slots(parent, 6, 1) == []  # block 1 is no longer shared
+    assert bm.append_slots(kid, 7, 2) == [] and kid == [0, 2, 3]  # crosses a boundary
+    bm.free(parent)
+    bm.free(kid)
+    assert_all_free(bm)
+
+
+def test_no_copy_when_the_shared_block_is_full():
+    bm = BlockManager(8, 2)
+    parent = list(bm.allocate([1, 2, 3, 4]).block_ids)
+    kid = bm.fork(parent)
+    assert bm.append_slots(kid, 4, 1) == [] and kid == [0, 1, 2]
+    bm.free(parent)
+    bm.free(kid)
+    assert_all_free(bm)
+
+
+def test_exhaustion_returns_none_without_state_change():
+    bm = BlockManager(3, 2)
+    a = list(bm.allocate([1, 2, 3, 4, 5]).block_ids)
+    before = (bm.free_queue(), [bm.ref_count(b) for b in range(3)])
+    assert not bm.can_allocate([7, 8, 9])
+    assert bm.allocate([7, 8, 9]) is None
+    assert not bm.can_append(a, 6, 1)
+    assert bm.append_slots(a, 6, 1) is None
+    kid = bm.fork(a)
+    assert bm.append_slots(kid, 5, 1) is None  # CoW needs a block there is none of
+    bm.free(kid)
+    assert (bm.free_queue(), [bm.ref_count(b) for b in range(3)]) == before
+    bm.free(a)
+    assert_all_free(bm)
+
+
+def test_hash_collisions_never_hit(monkeypatch):
+    bm = BlockManager(8, 2)
+    monkeypatch.setattr(bm, "_chain", lambda parent, tokens: 42)  # every block collides
+    a = bm.allocate([1, 2, 3])
+    bm.commit(a.block_ids, [1, 2, 3], 3)
+    b = bm.allocate([7, 8, 9])
+    assert b.num_cached_tokens == 0 and b.block_ids[0] != a.block_ids[0]
+    bm.commit(b.block_ids, [7, 8, 9], 3)
+    c = bm.allocate([1, 2, 3])
+    assert c.num_cached_tokens == 2 and c.block_ids[0] == a.block_ids[0]
+    for t in (a, b, c):
+        bm.free(t.block_ids)
+    assert_all_free(bm)
+
+
+def test_invariant_errors():
+    with pytest.raises(ValueError, match="num_blocks"):
+        BlockManager(0, 4)
+    with pytest.raises(ValueError, match="block_size"):
+        BlockManager(4, 0)
+    bm = BlockManager(4, 2)
+    a = bm.allocate([1, 2])
+    bm.free(a.block_ids)
+    with pytest.raises(RuntimeError, match="double free"):
+        bm.free(a.block_ids)
+    with pytest.raises(ValueError, match="empty"):
+        bm.allocate([])
+    assert_all_free(bm)
+
+
+@pytest.mark.parametrize("bs", [1, 3, 8])
+def test_random_operations_keep_the_invariants(bs):
+    rng = random.Random(bs)
+    bm = BlockManager(40, bs)
+    live: list[tuple[list[int], list[int], int]] = []  # (table, tokens, computed)
+    for _ in range(400):
+        op = rng.random()
+        if op < 0.3:
+            tokens = [rng.randint(0, 3) for _ in range(rng.randint(1, 12))]
+            got = bm.allocate(tokens)
+            if got is not None:
+                bm.commit(got.block_ids, tokens, len(tokens))
+                live.append((list(got.block_ids), tokens, len(tokens)))
+        elif op < 0.5 and live:
+            table, tokens, computed = rng.choice(live)
+            live.append((bm.fork(table), list(tokens), computed))
+        elif op < 0.75 and live:
+            i = rng.randrange(len(live))
+            table, tokens, computed = live[i]
+            if bm.append_slots(table, computed, 1) is not None:
+                tokens = tokens + [rng.randint(0, 3)]
+                bm.commit(table, tokens, computed + 1)
+                live[i] = (table, tokens, computed + 1)
+        elif live:
+            table, _, _ = live.pop(rng.randrange(len(live)))
+            bm.free(table)
+        refs = [0] * bm.num_blocks
+        for table, _, _ in live:
+            for b in table:
+                refs[b] += 1
+        assert refs == [bm.ref_count(b) for b in range(bm.num_blocks)]
+        assert set(bm.free_queue()) == {b for b in range(bm.num_blocks) if refs[b] == 0}
+        for h, b in bm._by_hash.items():
+            assert bm.block_hash(b) == h
+    for table, _, _ in live:
+        bm.free(table)
+    assert_all_free(bm)
