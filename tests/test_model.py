@@ -69,14 +69,16 @@ def test_prefill_decode_fork_and_chunks_match_hf(checkpoint, bs):
     seqs = [[5, 6, 7, 8, 9, 10, 11], [3, 4], [20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30]]
     tables = [alloc.grow([], len(s)) for s in seqs]
     # (a) ragged prefill
-    logits = runner.run([ForwardInput(tuple(s), 0, tuple(t)) for s, t in zip(seqs, tables)])
+    logits = runner.run(
+        [ForwardInput(tuple(s), 0, tuple(t)) for s, t in zip(seqs, tables, strict=False)]
+    )
     for i, s in enumerate(seqs):
         torch.testing.assert_close(logits[i], hf_last_logits(hf, s), atol=1e-4, rtol=1e-4)
     # (b) decode steps feeding the argmax
     for _ in range(3):
         nxt = logits.argmax(-1).tolist()
         inputs = []
-        for s, t, tok in zip(seqs, tables, nxt):
+        for s, t, tok in zip(seqs, tables, nxt, strict=False):
             s.append(tok)
             alloc.grow(t, len(s))
             inputs.append(ForwardInput((tok,), len(s) - 1, tuple(t)))
