@@ -26,6 +26,7 @@ class AttentionMetadata:
     query_index: torch.Tensor  # (B, max_q) int64: flat token index of each padded query, 0 pad
     query_valid: torch.Tensor  # (B, max_q) bool
     mask: torch.Tensor  # (B, 1, max_q, max_ctx) bool: True where a query may see a key
+    context_slots: torch.Tensor  # (B, max_ctx) int64: cache slot of each context position
 
 
 def build_metadata(
@@ -35,35 +36,42 @@ def build_metadata(
     block_size: int,
     device: torch.device,
 ) -> AttentionMetadata:
-    """Everything the attention layers of one step need, built once per step."""
+    """Everything the attention layers of one step need, built once per step (vectorised)."""
     batch = len(query_lens)
-    max_q, max_ctx = max(query_lens), max(context_lens)
+    q_lens = torch.tensor(query_lens, dtype=torch.long)  # (B,)
+    ctx_lens = torch.tensor(context_lens, dtype=torch.long)  # (B,)
+    max_q, max_ctx = int(q_lens.max()), int(ctx_lens.max())
     max_blocks = max(len(t) for t in block_tables)
-    tables = torch.zeros(batch, max_blocks, dtype=torch.long)
-    for i, t in enumerate(block_tables):
-        tables[i, : len(t)] = torch.tensor(t, dtype=torch.long)
-    slots, query_index = [], torch.zeros(batch, max_q, dtype=torch.long)
-    valid = torch.zeros(batch, max_q, dtype=torch.bool)
-    mask = torch.zeros(batch, 1, max_q, max_ctx, dtype=torch.bool)
-    offset = 0
-    for i, (q, ctx) in enumerate(zip(query_lens, context_lens, strict=True)):
-        positions = range(ctx - q, ctx)
-        slots += [block_tables[i][p // block_size] * block_size + p % block_size for p in positions]
-        query_index[i, :q] = torch.arange(offset, offset + q)
-        valid[i, :q] = True
-        # Query j sits at absolute position ctx - q + j and sees keys 0..that position.
-        keys = torch.arange(max_ctx)
-        mask[i, 0, :q] = keys[None, :] <= torch.arange(ctx - q, ctx)[:, None]
-        mask[i, 0, q:, 0] = True  # padded query rows see one key: no all-masked NaN rows
-        offset += q
+    tables = torch.tensor(
+        [list(t) + [0] * (max_blocks - len(t)) for t in block_tables], dtype=torch.long
+    )  # (B, max_blocks)
+    j = torch.arange(max_q)[None, :]  # (1, max_q)
+    valid = j < q_lens[:, None]  # (B, max_q)
+    starts = torch.cumsum(q_lens, 0) - q_lens  # (B,) flat offset of each sequence's first query
+    query_index = torch.where(valid, starts[:, None] + j, 0)  # (B, max_q)
+    # Query j of sequence b sits at absolute position ctx_b - q_b + j and sees keys 0..that.
+    q_pos = ctx_lens[:, None] - q_lens[:, None] + j  # (B, max_q)
+    keys = torch.arange(max_ctx)[None, None, :]  # (1, 1, max_ctx)
+    mask = keys <= q_pos[:, :, None]  # (B, max_q, max_ctx)
+    mask[:, :, 0] |= ~valid  # padded query rows see one key: no all-masked NaN rows
+    pos = q_pos[valid]  # (N,) absolute positions in flat token order
+    rows = torch.arange(batch)[:, None].expand(batch, max_q)[valid]  # (N,)
+    slots = tables[rows, pos // block_size] * block_size + pos % block_size  # (N,)
+    ctx_pos = torch.arange(max_ctx)[None, :]  # (1, max_ctx); padding reads slot of block 0
+    context_slots = (
+        torch.gather(tables, 1, (ctx_pos // block_size).expand(batch, -1).clamp(max=max_blocks - 1))
+        * block_size
+        + ctx_pos % block_size
+    )  # (B, max_ctx)
     return AttentionMetadata(
         list(query_lens),
         list(context_lens),
         tables.to(device),
-        torch.tensor(slots, dtype=torch.long, device=device),
+        slots.to(device),
         query_index.to(device),
         valid.to(device),
-        mask.to(device),
+        mask[:, None].to(device),
+        context_slots.to(device),
     )
 
 
@@ -113,19 +121,19 @@ def paged_attention(
     k_cache.view(-1, num_kv, head_dim)[meta.slot_mapping] = k
     v_cache.view(-1, num_kv, head_dim)[meta.slot_mapping] = v
     # 2. Gather every sequence's context through its block table.
-    batch, max_blocks = meta.block_tables.shape
-    max_ctx = meta.mask.shape[-1]
-    keys = k_cache[meta.block_tables].view(batch, max_blocks * block_size, num_kv, head_dim)
-    values = v_cache[meta.block_tables].view(batch, max_blocks * block_size, num_kv, head_dim)
-    keys = keys[:, :max_ctx].transpose(1, 2)  # (B, Hkv, T, D)
-    values = values[:, :max_ctx].transpose(1, 2)  # (B, Hkv, T, D)
+    keys = k_cache.view(-1, num_kv, head_dim)[meta.context_slots].transpose(1, 2)  # (B,Hkv,T,D)
+    values = v_cache.view(-1, num_kv, head_dim)[meta.context_slots].transpose(1, 2)
     # 3. Pad the ragged queries into (B, Hq, max_q, D).
     queries = q[meta.query_index].transpose(1, 2)  # (B, Hq, max_q, D)
-    num_q = queries.shape[1]
-    if num_q != num_kv:  # grouped-query attention: repeat each kv head for its query heads
-        keys = keys.repeat_interleave(num_q // num_kv, dim=1)  # (B, Hq, T, D)
-        values = values.repeat_interleave(num_q // num_kv, dim=1)
-    out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=meta.mask, scale=scale)
+    # Grouped-query attention: SDPA maps each kv head to its group of query heads itself.
+    out = F.scaled_dot_product_attention(
+        queries,
+        keys,
+        values,
+        attn_mask=meta.mask,
+        scale=scale,
+        enable_gqa=queries.shape[1] != num_kv,
+    )
     # 4. Back to the flat token order: (B, Hq, max_q, D) -> (N, Hq, D).
     out = out.transpose(1, 2)[meta.query_valid]  # rows in (b, j) order == flat token order
     return out

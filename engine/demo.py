@@ -1,6 +1,7 @@
 """`ponder demo`: sample solutions to held-out arith problems and grade them exactly.
 
-Prints each problem with its samples, the exact outcome verdict and the first wrong step, then
+Samples with ponder's engine (all problems and samples in one continuous batch). Prints each
+problem with its samples, the exact outcome verdict and the first wrong step, then
 returns a summary (pass@1 as the mean over samples, pass@n as any-correct). It is the
 out-of-the-box smoke job on the embedded world; `ponder eval` is the real evaluation command.
 """
@@ -9,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ponder.engine.reference import ReferenceDecoder
-from ponder.tasks.arith import embedded_model_path, generate
+from ponder.engine.engine import Engine
+from ponder.engine.sampling_params import SamplingParams
+from ponder.tasks.arith import generate
 from ponder.verifiers import make_verifier
 
 
@@ -25,15 +27,14 @@ def run_demo(
     echo: Callable[[str], None],
 ) -> dict:
     problems = generate(limit, split="heldout", seed=seed, difficulty=level)
-    decoder = ReferenceDecoder(model_path or embedded_model_path())
     outcome = make_verifier("arith_outcome")
     steps = make_verifier("arith_step")
-    samples = decoder.sample(
-        [p.prompt for p in problems], n=n, temperature=temperature, seed=seed, batch_size=8
-    )
+    params = SamplingParams(n=n, temperature=temperature, seed=seed, max_tokens=400)
+    with Engine.from_pretrained(model_path) as engine:
+        results = engine.generate([p.prompt for p in problems], params)
     correct_samples = solved = 0
-    for problem, group in zip(problems, samples, strict=True):
-        texts = [s.text for s in group]
+    for problem, result in zip(problems, results, strict=True):
+        texts = [c.text for c in result.outputs]
         prompts = [problem.prompt] * len(texts)
         verdicts = [scores[0] for scores in outcome.score(prompts, texts)]
         step_scores = steps.score(prompts, texts)

@@ -55,22 +55,32 @@ def sample(
     generators: Sequence[torch.Generator | None],
     num_top: int = 0,
 ) -> SampleOutput:
-    """One token per row of `logits` (B, V); temperature 0 rows are greedy."""
+    """One token per row of `logits` (B, V); temperature 0 rows are greedy.
+
+    Inverse-CDF sampling: each row draws one uniform number from its own generator, so a row's
+    token depends only on its logits, its parameters and its generator, never on the batch."""
     logits = logits.float()
     raw_logprobs = torch.log_softmax(logits, dim=-1)  # (B, V)
-    chosen: list[int] = []
-    for row, (p, gen) in enumerate(zip(params, generators, strict=True)):
-        if p.temperature == 0:
-            chosen.append(int(torch.argmax(logits[row])))
-            continue
-        row_logits = filter_logits(logits[row] / p.temperature, p.top_k, p.top_p, p.min_p)
-        probs = torch.softmax(row_logits, dim=-1)
-        chosen.append(int(torch.multinomial(probs, 1, generator=gen)))
-    index = torch.tensor(chosen, device=logits.device)
+    temps = torch.tensor([p.temperature for p in params], device=logits.device)  # (B,)
+    greedy = temps == 0
+    scaled = logits / torch.where(greedy, 1.0, temps)[:, None]  # (B, V)
+    for row, p in enumerate(params):  # only rows that filter pay for a per-row pass
+        if p.temperature > 0 and (p.top_k > 0 or p.top_p < 1 or p.min_p > 0):
+            scaled[row] = filter_logits(scaled[row], p.top_k, p.top_p, p.min_p)
+    cdf = torch.softmax(scaled, dim=-1).cumsum(dim=-1)  # (B, V)
+    draws = [
+        torch.rand((), generator=g, device=g.device)
+        if g is not None
+        else torch.rand((), device=logits.device)
+        for g in generators
+    ]
+    u = torch.stack(draws)[:, None] * cdf[:, -1:]  # (B, 1), scaled to the row's total mass
+    sampled = torch.searchsorted(cdf, u, right=True)[:, 0].clamp_(max=logits.shape[-1] - 1)
+    index = torch.where(greedy, logits.argmax(dim=-1), sampled)  # (B,)
     chosen_lp = raw_logprobs.gather(1, index[:, None])[:, 0].tolist()
-    top_ids: list[list[int]] = [[] for _ in chosen]
-    top_lps: list[list[float]] = [[] for _ in chosen]
+    top_ids: list[list[int]] = [[] for _ in params]
+    top_lps: list[list[float]] = [[] for _ in params]
     if num_top > 0:
         values, ids = torch.topk(raw_logprobs, num_top, dim=-1)  # (B, num_top)
         top_ids, top_lps = ids.tolist(), values.tolist()
-    return SampleOutput(chosen, chosen_lp, top_ids, top_lps)
+    return SampleOutput(index.tolist(), chosen_lp, top_ids, top_lps)
