@@ -6,6 +6,7 @@
                                             (step delimiter, EOS, max tokens); inputs stay valid
     release(branches)                       idempotent; frees what only those branches held
     tokens(branch) / text(branch)           the branch's token ids / its text after the prompt
+    await score(branches, verifier)         verifier scores of the branches' texts (counted)
 
 A Branch is an immutable handle; the KV blocks behind it live in the backend. A branch may be
 extended many times (each call samples afresh); passing the same branch k times to one extend
@@ -16,6 +17,7 @@ Strategies import this module and nothing else from the engine; it imports no to
 from __future__ import annotations
 
 import abc
+import asyncio
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -101,6 +103,21 @@ class SearchContext(abc.ABC):
 
     @abc.abstractmethod
     def text(self, branch: Branch) -> str: ...
+
+    @abc.abstractmethod
+    def prompt_text(self, branch: Branch) -> str:
+        """The text of the branch's prompt (what a verifier sees as the question)."""
+
+    async def score(self, branches: Sequence[Branch], verifier) -> list[list[float]]:
+        """Score branches with a verifier (text in, step scores out), counted in the stats.
+
+        Runs in a worker thread so other searches keep the engine busy meanwhile."""
+        if not branches:
+            return []
+        prompts = [self.prompt_text(b) for b in branches]
+        texts = [self.text(b) for b in branches]
+        self.stats.verifier_calls += len(branches)
+        return await asyncio.to_thread(verifier.score, prompts, texts)
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -175,6 +175,9 @@ class EngineContext(SearchContext):
     def text(self, branch: Branch) -> str:
         return self.engine.decode(self._state(branch).token_ids[branch.prompt_length :])
 
+    def prompt_text(self, branch: Branch) -> str:
+        return self.engine.decode(self._state(branch).token_ids[: branch.prompt_length])
+
     def logprobs(self, branch: Branch) -> tuple[float, ...]:
         """Logprobs of the tokens sampled by the extend call that produced this branch."""
         return self._state(branch).logprobs

@@ -8,7 +8,8 @@ the set of live branches, so tests can assert what a strategy asked for and that
 everything.
 
 A policy is `policy(text_so_far, rng) -> step`: the step's text, ending with the step delimiter,
-or with the EOS marker "<eos>" to finish the branch.
+or with the EOS marker "<eos>" to finish the branch. `extend(..., stop=[])` (no stop strings)
+keeps asking the policy until EOS, as the engine generates a whole solution.
 """
 
 from __future__ import annotations
@@ -84,10 +85,7 @@ class FakeContext(SearchContext):
                 raise ValueError(
                     f"branch {b.id} is done ({b.finish_reason}); it cannot be extended"
                 )
-            step = self.policy(self.text(b), self.rng)
-            reason = "stop"
-            if step.endswith(EOS_MARKER):
-                step, reason = step[: -len(EOS_MARKER)], "eos"
+            step, reason = self._generate(self.text(b), to_eos=stop is not None and not stop)
             new = [ord(c) + 1 for c in step] + ([EOS_ID] if reason == "eos" else [])
             if max_tokens is not None and len(new) > max_tokens:
                 new, reason = new[:max_tokens], "length"
@@ -110,6 +108,17 @@ class FakeContext(SearchContext):
             self.release(branches)
         return out
 
+    def _generate(self, text: str, *, to_eos: bool) -> tuple[str, str]:
+        """One policy step, or (stop=[]) steps until EOS as the engine would generate."""
+        out = ""
+        while True:
+            step = self.policy(text + out, self.rng)
+            if step.endswith(EOS_MARKER):
+                return out + step[: -len(EOS_MARKER)], "eos"
+            out += step
+            if not to_eos or len(out) >= self.max_model_len:
+                return out, "stop"
+
     def release(self, branches: Iterable[Branch]) -> None:
         for b in branches:
             self._tokens.pop(b.id, None)
@@ -119,6 +128,9 @@ class FakeContext(SearchContext):
 
     def text(self, branch: Branch) -> str:
         return "".join(chr(t - 1) for t in self._get(branch)[branch.prompt_length :] if t != EOS_ID)
+
+    def prompt_text(self, branch: Branch) -> str:
+        return "".join(chr(t - 1) for t in self._get(branch)[: branch.prompt_length])
 
     def close(self) -> None:
         self._tokens.clear()

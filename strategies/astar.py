@@ -1,0 +1,100 @@
+"""A*-decoding: best-first search over partial solutions scored by a process verifier.
+
+States are partial solutions; expanding one samples k next steps from it. Every state gets
+f = g + h from process scores (our documented default; the paper's exact g and h were not
+retrievable, see ../shared/ref/ALGORITHMS.md section 5):
+  g = mean step score of the path so far (how sound the path has been),
+  h = score of the latest step (how promising the state is now).
+Both come from one PRM call on the state's text; `weight_g` scales g (0 gives greedy
+best-first search on h). The open list pops the highest f; ties go to the deeper state (closer to a goal: with an
+exact PRM every sound state ties, and a breadth-first tie rule would never finish), then to
+the first pushed. The first
+finished state popped is the answer (the A* goal test). The search stops after
+`max_expansions` expansions (default 4 * request.n, i.e. up to 4n * k sampled steps) or when
+the budget runs out; then the best finished state seen, else the best open state, is returned.
+The open list keeps at most `max_open` states (default 2 * request.n); the lowest-f ones are
+released, which bounds the KV memory a search pins.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+
+from ponder.engine.context import SearchContext
+from ponder.strategies.base import (
+    SearchRequest,
+    SearchResult,
+    candidates_of,
+    finish,
+    require_verifier,
+)
+from ponder.verifiers.aggregate import aggregate
+
+
+async def astar(
+    ctx: SearchContext,
+    request: SearchRequest,
+    *,
+    k: int = 4,
+    weight_g: float = 1.0,
+    max_expansions: int | None = None,
+    max_open: int | None = None,
+) -> SearchResult:
+    if k < 1:
+        raise ValueError(f"astar: k must be >= 1, got {k}")
+    limit = 4 * request.n if max_expansions is None else max_expansions
+    open_cap = 2 * request.n if max_open is None else max_open
+    if limit < 1 or open_cap < 1:
+        raise ValueError(f"astar: max_expansions ({limit}) and max_open ({open_cap}) must be >= 1")
+    require_verifier(request, "astar", process=True)
+    root = ctx.root(request.prompt)
+    order = itertools.count()
+    heap: list = [(-0.0, 0, next(order), root, 0, 0.0)]  # (-f, -depth, tie, branch, depth, f)
+    finished_seen: list[tuple[float, object]] = []
+    goal, trace, expansions = None, [], 0
+    while heap and expansions < limit:
+        neg_f, neg_depth, _, state, steps, f = heapq.heappop(heap)
+        if state.done or (steps >= request.max_steps and state is not root):
+            goal = (f, state)
+            break
+        if request.budget.exhausted(ctx.stats, expansions * k):
+            heapq.heappush(heap, (neg_f, neg_depth, next(order), state, steps, f))
+            break
+        new = await ctx.extend(
+            [state] * k, stop=[request.step_delimiter], max_tokens=request.max_step_tokens
+        )
+        raw = await ctx.score(new, request.verifier)
+        if state is not root:
+            ctx.release([state])
+        expansions += 1
+        pushed = []
+        for b, s in zip(new, raw, strict=True):
+            g = aggregate(s, "mean") if s else 0.0
+            h = s[-1] if s else 0.0
+            fb = weight_g * g + h
+            heapq.heappush(heap, (-fb, -(steps + 1), next(order), b, steps + 1, fb))
+            if b.done:
+                finished_seen.append((fb, b))
+            pushed.append(round(fb, 4))
+        if len(heap) > open_cap:  # prune the open list: keep the best max_open states
+            heap.sort()
+            dropped = heap[open_cap:]
+            heap = heap[:open_cap]
+            heapq.heapify(heap)
+            ctx.release(entry[3] for entry in dropped)
+            kept = {id(entry[3]) for entry in heap}
+            finished_seen = [(fb, b) for fb, b in finished_seen if id(b) in kept]
+        trace.append(
+            {"expansion": expansions, "depth": steps, "f": round(f, 4), "children_f": pushed}
+        )
+    if goal is None:
+        pool = finished_seen or [(e[5], e[3]) for e in heap if e[3] is not root]
+        goal = max(pool, key=lambda x: x[0], default=None)
+    keep = [goal[1]] if goal else []
+    open_branches = [entry[3] for entry in heap]
+    ctx.release(b for b in open_branches if not keep or b is not keep[0])
+    cands = candidates_of(ctx, request, keep, [(goal[0], ())] if goal else None)
+    ctx.release(keep + [root])
+    answer = cands[0].answer if cands else None
+    return finish(ctx, "astar", answer, [answer], cands, trace)

@@ -1,0 +1,60 @@
+"""Diverse verifier tree search (HF search-and-learn's DVTS).
+
+The width n is split into n / M independent subtrees (M = beam_width). Each round every live
+subtree samples M next steps from its current prefix, scores them with the PRM and greedily
+keeps the best; a subtree ends when its chosen step finishes. The candidates are the M final
+options of every subtree (n in all); the answer is the highest-scoring one.
+"""
+
+from __future__ import annotations
+
+from ponder.engine.context import SearchContext
+from ponder.strategies.base import (
+    SearchRequest,
+    SearchResult,
+    candidates_of,
+    finish,
+    require_verifier,
+)
+from ponder.strategies.stepwise import expand, is_finished
+
+
+async def dvts(ctx: SearchContext, request: SearchRequest, *, beam_width: int = 4) -> SearchResult:
+    if beam_width < 1 or request.n % beam_width:
+        raise ValueError(
+            f"dvts: n ({request.n}) must be a positive multiple of beam_width ({beam_width})"
+        )
+    require_verifier(request, "dvts", process=True)
+    m = beam_width
+    root = ctx.root(request.prompt)
+    prefixes = [root] * (request.n // m)
+    final_branches, final_scores, trace = [], [], []
+    for step in range(1, request.max_steps + 1):
+        options, scores = await expand(ctx, request, [p for p in prefixes for _ in range(m)])
+        ctx.release(prefixes)
+        next_prefixes = []
+        for t in range(len(prefixes)):
+            group = options[t * m : (t + 1) * m]
+            group_scores = scores[t * m : (t + 1) * m]
+            best = max(range(m), key=lambda i: group_scores[i])
+            chosen = group[best]
+            if is_finished(chosen, step, request) or request.budget.exhausted(
+                ctx.stats, step * request.n
+            ):
+                final_branches += group
+                final_scores += group_scores
+            else:
+                next_prefixes.append(chosen)
+                ctx.release(b for i, b in enumerate(group) if i != best)
+        trace.append({"step": step, "live_subtrees": len(next_prefixes), "scores": scores})
+        prefixes = next_prefixes
+        if not prefixes:
+            break
+    else:
+        final_branches += prefixes  # step limit with subtrees still live
+        final_scores += [0.0] * len(prefixes)
+    cands = candidates_of(ctx, request, final_branches, [(s, ()) for s in final_scores])
+    ctx.release(final_branches)
+    best = max(cands, key=lambda c: c.score, default=None)
+    answer = best.answer if best else None
+    return finish(ctx, "dvts", answer, [answer], cands, trace)
