@@ -6,13 +6,15 @@ retrievable, see ../shared/ref/ALGORITHMS.md section 5):
   g = mean step score of the path so far (how sound the path has been),
   h = score of the latest step (how promising the state is now).
 Both come from one PRM call on the state's text; `weight_g` scales g (0 gives greedy
-best-first search on h). The open list pops the highest f; ties go to the deeper state (closer
-to a goal: with an exact PRM every sound state ties, and a breadth-first tie rule would never
-finish), then to the first pushed. The first finished state popped is the answer (the A*
-goal test). The search stops after `max_expansions` expansions (default 4 * request.n, i.e.
-up to 4n * k sampled steps) or when the budget runs out; then the best finished state seen,
-else the best open state, is returned. The open list keeps at most `max_open` states (default 2 * request.n); the lowest-f ones are
-released, which bounds the KV memory a search pins.
+best-first search on h). The open list pops the highest f; ties go to the deeper state
+(closer to a goal: with an exact PRM every sound state ties, and a breadth-first tie rule
+would never finish), then to the first pushed.
+
+The first finished state popped is the answer (the A* goal test). The search stops after
+`max_expansions` expansions (default 4 * request.n, so up to 4n * k sampled steps) or when
+the budget runs out; then the best finished state seen, else the best open state, is
+returned. The open list keeps at most `max_open` states (default 2 * request.n); the lowest-f
+ones are released, which bounds the KV memory a search pins.
 """
 
 from __future__ import annotations
