@@ -77,5 +77,142 @@ def demo(
     click.echo(json.dumps(summary))
 
 
+def _parse_options(pairs: tuple[str, ...]) -> dict:
+    """--option key=value (values parsed as JSON when they parse, else kept as strings)."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected key=value, got {pair!r}", param_hint="--option")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+@main.command(name="eval")
+@click.option("--task", default="arith", show_default=True, type=click.Choice(["arith"]))
+@click.option(
+    "--strategy",
+    default="bon",
+    show_default=True,
+    help="Registered strategy: sample, bon, majority, weighted_majority, bom, beam, "
+    "particle, astar, dvts.",
+)
+@click.option(
+    "--n",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 4096),
+    help="Width: samples, particles or beams.",
+)
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--level", default=None, type=int, help="arith difficulty (default: the default).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(0.0, 5.0))
+@click.option(
+    "--verifier",
+    "verifier_name",
+    default=None,
+    help="Verifier name (default: the task's process or outcome checker).",
+)
+@click.option(
+    "--flip-rate",
+    default=None,
+    type=click.FloatRange(0.0, 1.0),
+    help="For noisy verifiers: probability of flipping each score.",
+)
+@click.option("--option", "options", multiple=True, help="Strategy option key=value, repeatable.")
+@click.option(
+    "--concurrency",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1, 4096),
+    help="Problems searched at once on the shared engine.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="JSONL of per-problem records; an existing file is resumed.",
+)
+@click.option("--model", "model_path", default=None, type=click.Path(exists=True, file_okay=False))
+def eval_command(
+    task,
+    strategy,
+    n,
+    limit,
+    level,
+    seed,
+    temperature,
+    verifier_name,
+    flip_rate,
+    options,
+    concurrency,
+    out,
+    model_path,
+) -> None:
+    """Run a search strategy over a task and report accuracy and compute."""
+    from pathlib import Path
+
+    from ponder.engine.engine import Engine
+    from ponder.strategies import STRATEGIES
+    from ponder.tasks.arith import DEFAULT_LEVEL, LEVELS
+    from ponder.tasks.evaluate import arith_items, default_verifier, run_eval
+    from ponder.verifiers import VERIFIERS
+
+    if strategy not in STRATEGIES:
+        raise click.BadParameter(
+            f"unknown strategy {strategy!r}; known: {sorted(STRATEGIES)}", param_hint="--strategy"
+        )
+    verifier_name = verifier_name or default_verifier(strategy)
+    if verifier_name not in VERIFIERS:
+        raise click.BadParameter(
+            f"unknown verifier {verifier_name!r}; known: {sorted(VERIFIERS)}",
+            param_hint="--verifier",
+        )
+    level = DEFAULT_LEVEL if level is None else level
+    if level not in LEVELS:
+        raise click.BadParameter(
+            f"unknown level {level}; known: {sorted(LEVELS)}", param_hint="--level"
+        )
+    verifier_options = {} if flip_rate is None else {"flip_rate": flip_rate, "seed": seed}
+    items = arith_items(limit, level, seed)
+    from rich.progress import Progress
+
+    with Engine.from_pretrained(model_path) as engine, Progress(transient=True) as bar:
+        job = bar.add_task(f"{strategy} n={n}", total=len(items))
+        try:
+            records, summary = run_eval(
+                engine,
+                items,
+                strategy=strategy,
+                n=n,
+                verifier_name=verifier_name,
+                verifier_options=verifier_options,
+                strategy_options=_parse_options(options),
+                temperature=temperature,
+                seed=seed,
+                out=Path(out),
+                concurrency=concurrency,
+                on_record=lambda r: bar.advance(job),
+            )
+        except (ValueError, TypeError) as exc:
+            raise click.UsageError(str(exc)) from None
+    summary = {
+        "task": task,
+        "level": level,
+        "strategy": strategy,
+        "n": n,
+        "verifier": verifier_name,
+        **summary,
+    }
+    click.echo(f"\n{'metric':<28} value")
+    for key, value in summary.items():
+        click.echo(f"{key:<28} {value}")
+    click.echo(json.dumps(summary))
+
+
 if __name__ == "__main__":
     main()

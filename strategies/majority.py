@@ -15,12 +15,22 @@ from ponder.strategies.voting import answer_weights, majority_vote, weighted_maj
 
 
 def decided(totals: dict[str, float], remaining: int, max_weight: float) -> bool:
-    """True when no answer (seen or new) can catch the leader with the samples left."""
+    """True when no answer, seen or new, can catch the leader with the samples left.
+
+    `totals` is in first-occurrence order; ties go to the earlier answer (voting.py), so an
+    answer that first appeared after the leader must pass it, one before it only reach it."""
     if not totals:
         return False
-    ordered = sorted(totals.values(), reverse=True)
-    runner_up = ordered[1] if len(ordered) > 1 else 0.0
-    return ordered[0] - runner_up > remaining * max_weight
+    answers = list(totals)
+    leader = max(answers, key=lambda a: totals[a])  # max keeps the earliest of ties
+    gain = remaining * max_weight
+    for rank, a in enumerate(answers):
+        if a == leader:
+            continue
+        before = rank < answers.index(leader)
+        if totals[a] + gain > totals[leader] or (before and totals[a] + gain == totals[leader]):
+            return False
+    return gain <= totals[leader]  # a new answer appears after the leader: it must pass it
 
 
 async def majority(

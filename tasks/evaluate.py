@@ -1,0 +1,139 @@
+"""Offline batch evaluation: run a strategy over a task's problems on one engine.
+
+Many problems run concurrently (each is one search on the shared engine, so their forward passes
+batch together). Each finished problem is appended to the output JSONL at once and flushed, so
+a killed run loses nothing finished; rerunning with the same output file skips the problems
+already recorded (matched by id) and the summary covers all of them. The summary reports
+accuracy, pass@k when the strategy returns k answers, mean generated tokens, verifier calls and
+wall time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ponder.engine.sampling_params import SamplingParams
+from ponder.strategies import SearchRequest, get_strategy
+from ponder.verifiers import make_verifier
+from ponder.verifiers.arith import extract_answer
+
+PROCESS_STRATEGIES = {"beam", "particle", "astar", "dvts"}
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    id: str
+    prompt: str
+    answer: str
+
+
+def arith_items(limit: int, level: int, seed: int) -> list[Item]:
+    from ponder.tasks.arith import generate
+
+    problems = generate(limit, split="heldout", seed=seed, difficulty=level)
+    return [
+        Item(f"arith-{level}-{seed}-{i}", p.prompt, str(p.answer)) for i, p in enumerate(problems)
+    ]
+
+
+def default_verifier(strategy: str) -> str:
+    return "arith_step" if strategy in PROCESS_STRATEGIES else "arith_outcome"
+
+
+def read_done(out: Path) -> dict[str, dict]:
+    """Records already in the output file; a torn last line (a kill mid-write) is dropped."""
+    done: dict[str, dict] = {}
+    if not out.exists():
+        return done
+    for line in out.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        done[record["id"]] = record
+    return done
+
+
+async def evaluate(
+    engine,
+    items: list[Item],
+    *,
+    strategy: str,
+    n: int,
+    verifier_name: str,
+    verifier_options: dict,
+    strategy_options: dict,
+    temperature: float,
+    seed: int,
+    out: Path,
+    concurrency: int,
+    on_record: Callable[[dict], None] = lambda r: None,
+) -> list[dict]:
+    run = get_strategy(strategy)
+    verifier = make_verifier(verifier_name, **verifier_options)
+    done = read_done(out)
+    todo = [(i, it) for i, it in enumerate(items) if it.id not in done]
+    gate = asyncio.Semaphore(concurrency)
+    params = SamplingParams(temperature=temperature)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a") as sink:
+        # A torn last line from a killed run would glue onto the next record: start a new line.
+        if out.stat().st_size and not out.read_bytes().endswith(b"\n"):
+            sink.write("\n")
+
+        async def solve(index: int, item: Item) -> None:
+            async with gate:
+                request = SearchRequest(
+                    prompt=item.prompt, verifier=verifier, n=n, extract_answer=extract_answer
+                )
+                async with engine.search(params, seed=seed * 1_000_003 + index) as ctx:
+                    result = await run(ctx, request, **strategy_options)
+                record = {
+                    "id": item.id,
+                    "strategy": strategy,
+                    "n": n,
+                    "verifier": verifier.name,
+                    "truth": item.answer,
+                    "predicted": result.answer,
+                    "answers": result.answers,
+                    "correct": result.answer == item.answer,
+                    "any_correct": item.answer in result.answers,
+                    **result.stats,
+                }
+                sink.write(json.dumps(record) + "\n")
+                sink.flush()
+                done[item.id] = record
+                on_record(record)
+
+        await asyncio.gather(*(solve(i, it) for i, it in todo))
+    return [done[it.id] for it in items if it.id in done]
+
+
+def summarize(records: list[dict], wall_seconds: float) -> dict:
+    count = len(records)
+    mean = (
+        (lambda key: round(sum(r[key] for r in records) / count, 2)) if count else (lambda key: 0.0)
+    )
+    k = max((len(r["answers"]) for r in records), default=1)
+    summary = {
+        "problems": count,
+        "accuracy": round(sum(r["correct"] for r in records) / count, 4) if count else 0.0,
+        "mean_generated_tokens": mean("generated_tokens"),
+        "mean_verifier_calls": mean("verifier_calls"),
+        "mean_computed_prompt_tokens": mean("computed_prompt_tokens"),
+        "wall_seconds": round(wall_seconds, 2),
+    }
+    if k > 1:
+        summary[f"pass@{k}"] = round(sum(r["any_correct"] for r in records) / count, 4)
+    return summary
+
+
+def run_eval(engine, items: list[Item], **kwargs) -> tuple[list[dict], dict]:
+    start = time.perf_counter()
+    records = asyncio.run(evaluate(engine, items, **kwargs))
+    return records, summarize(records, time.perf_counter() - start)

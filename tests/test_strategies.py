@@ -1,0 +1,216 @@
+"""Strategies against the fake backend with scripted steps and scores (selection, voting and
+tie rules, resampling, pruning, budget stops, accounting, no leaked branches), plus one small
+end-to-end run of every strategy on the embedded model."""
+
+import asyncio
+import re
+
+import pytest
+from ponder.engine.fake import FakeContext
+from ponder.strategies import STRATEGIES, Budget, SearchRequest
+from ponder.strategies.bom import best_of_majority
+from ponder.strategies.particle import resampling_weights
+from ponder.strategies.voting import majority_vote, weighted_majority_vote
+
+
+class ScriptedVerifier:
+    """Scores each step by the number after '@' in it (0 if none): 'x@0.9' -> 0.9."""
+
+    name = "scripted"
+
+    def __init__(self, process=True):
+        self.process = process
+        self.calls = 0
+
+    def score(self, prompts, candidates):
+        self.calls += len(candidates)
+        out = []
+        for text in candidates:
+            steps = [s for s in text.split("\n") if s]
+            scores = [
+                float(m.group(1)) if (m := re.search(r"@([0-9.]+)", s)) else 0.0 for s in steps
+            ]
+            out.append(scores if self.process else scores[-1:] or [0.0])
+        return out
+
+
+def answer_of(text):
+    m = re.search(r"A: (\w+)", text)
+    return m.group(1) if m else None
+
+
+def request(n, process=True, **kw):
+    return SearchRequest(
+        prompt="Q\n", verifier=ScriptedVerifier(process), n=n, extract_answer=answer_of, **kw
+    )
+
+
+def run(strategy, policy, req, seed=0, **options):
+    async def go():
+        ctx = FakeContext(policy, seed=seed)
+        result = await STRATEGIES[strategy](ctx, req, **options)
+        assert ctx.live == set(), f"{strategy} leaked branches {ctx.live}"
+        return result, ctx
+
+    return asyncio.run(go())
+
+
+def cycling(solutions):
+    """Whole solutions handed out in order, one per sample."""
+    state = {"i": 0}
+
+    def policy(text, rng):
+        s = solutions[state["i"] % len(solutions)]
+        state["i"] += 1
+        return s + "<eos>"
+
+    return policy
+
+
+def test_voting_tie_rule_and_none():
+    assert majority_vote(["b", "a", "a", "b"]) == "b"  # tie: first occurrence wins
+    assert majority_vote([None, "x", None]) == "x"
+    assert majority_vote([None, None]) is None
+    assert weighted_majority_vote(["a", "b", "b"], [0.9, 0.5, 0.3]) == "a"
+    assert weighted_majority_vote(["a", "b"], [0.5, 0.5]) == "a"
+
+
+def test_bon_picks_the_best_score_and_the_first_of_ties():
+    result, ctx = run("bon", cycling(["A: 1@0.2", "A: 2@0.9", "A: 3@0.9"]), request(3))
+    assert result.answer == "2" and len(result.candidates) == 3
+    assert ctx.stats.verifier_calls == 3 and ctx.stats.generated_tokens > 0
+
+
+def test_sample_takes_one():
+    result, ctx = run("sample", cycling(["A: 7@0.1"]), request(5))
+    assert result.answer == "7" and len(result.candidates) == 1 and ctx.stats.verifier_calls == 0
+
+
+def test_majority_and_adaptive_stopping_saves_samples():
+    sols = ["A: 4@0", "A: 4@0", "A: 4@0", "A: 4@0", "A: 5@0", "A: 6@0", "A: 7@0", "A: 8@0"]
+    full, ctx_full = run("majority", cycling(sols), request(8))
+    early, ctx_early = run("majority", cycling(sols), request(8), adaptive=True, wave=4)
+    assert full.answer == early.answer == "4"
+    assert len(early.candidates) == 4 and early.trace[-1]["stopped_early"]
+    assert ctx_early.stats.generated_tokens < ctx_full.stats.generated_tokens
+
+
+def test_adaptive_majority_does_not_stop_while_the_vote_can_flip():
+    sols = ["A: 4@0", "A: 4@0", "A: 5@0", "A: 6@0", "A: 5@0", "A: 5@0", "A: 5@0", "A: 5@0"]
+    result, _ = run("majority", cycling(sols), request(8), adaptive=True, wave=4)
+    assert result.answer == "5" and len(result.candidates) == 8
+
+
+def test_weighted_majority_uses_scores():
+    sols = ["A: 1@0.9", "A: 2@0.2", "A: 2@0.3"]
+    result, _ = run("weighted_majority", cycling(sols), request(3, process=False))
+    assert result.answer == "1"
+
+
+def test_bom_filter_and_limits():
+    answers = ["a", "a", "a", "b", "c", "c"]
+    scores = [0.5, 0.5, 0.5, 0.99, 0.6, 0.6]
+    assert best_of_majority(answers, scores, alpha=0.0, k=1) == ["b"]  # alpha 0: best of N
+    assert best_of_majority(answers, scores, alpha=0.3, k=1) == ["c"]  # b (1/6) filtered
+    assert best_of_majority(answers, scores, alpha=0.3, k=3) == ["c", "a", "b"]  # topped up
+    constant = [1.0] * 6
+    assert best_of_majority(answers, constant, alpha=0.5, k=1) == ["a"]  # = majority vote
+    sols = ["A: a@0.5", "A: a@0.5", "A: b@0.99"]
+    result, _ = run("bom", cycling(sols), request(3, process=False), alpha=0.5, k=2)
+    assert result.answers == ["a", "b"] and result.answer == "a"
+    with pytest.raises(ValueError, match="alpha"):
+        run("bom", cycling(sols), request(3), alpha=2.0)
+
+
+def step_policy(depth=3):
+    """Each step is good (@0.9) or bad (@0.1) at random; after `depth` steps, the answer says
+    how many good steps the path had."""
+
+    def policy(text, rng):
+        steps = text.count("\n")
+        if steps >= depth:
+            return f"A: {text.count('@0.9')}@0.5<eos>"
+        return "g@0.9\n" if rng.random() < 0.5 else "b@0.1\n"
+
+    return policy
+
+
+def test_beam_keeps_the_best_paths():
+    result, ctx = run("beam", step_policy(), request(16, aggregation="min"), beam_width=4)
+    assert result.answer == "3"  # min-aggregated beams keep all-good paths
+    assert all(len(t["kept"]) <= 4 for t in result.trace)
+    with pytest.raises(ValueError, match="multiple"):
+        run("beam", step_policy(), request(6), beam_width=4)
+
+
+def test_particle_resampling_concentrates_on_good_particles():
+    assert resampling_weights([0.5, 0.5], 1.0) == pytest.approx([0.5, 0.5])
+    w = resampling_weights([0.9, 0.1], 1.0)
+    assert w[0] / w[1] == pytest.approx(81.0, rel=1e-6)  # odds ratio (0.9/0.1) / (0.1/0.9)
+    result, ctx = run("particle", step_policy(), request(16, aggregation="min"), seed=3)
+    good = sum(c.answer == "3" for c in result.candidates)
+    assert result.answer == "3" and good >= 8
+    assert any("resampled" in t for t in result.trace)
+
+
+def test_dvts_and_astar_find_good_paths():
+    result, _ = run("dvts", step_policy(), request(16, aggregation="min"), beam_width=4)
+    assert result.answer == "3" and len(result.candidates) == 16
+    result, ctx = run("astar", step_policy(), request(4), k=4)
+    assert result.answer == "3"
+    assert len(result.trace) <= 16
+
+
+def test_process_strategies_need_a_process_verifier():
+    for name in ("beam", "particle", "astar", "dvts"):
+        with pytest.raises(ValueError, match="process verifier"):
+            run(name, step_policy(), request(4, process=False))
+
+
+def test_budget_stops_early():
+    sols = ["A: 1@0.5"]
+    tokens_per_sample = len("A: 1@0.5") + 1
+    req = request(16, budget=Budget(max_tokens=3 * tokens_per_sample))
+    result, ctx = run("bon", cycling(sols), req, wave=2)
+    assert len(result.candidates) == 4  # two waves of two: the budget is checked between waves
+    result, ctx = run("particle", step_policy(depth=30), request(8, budget=Budget(max_tokens=200)))
+    assert ctx.stats.generated_tokens < 200 + 8 * 6
+
+
+# ---------------------------------------------------------------- end to end on the engine
+
+
+@pytest.fixture(scope="module")
+def engine():
+    import torch
+    from ponder.engine import Engine
+
+    torch.set_num_threads(1)
+    eng = Engine.from_pretrained(None, num_blocks=2048)
+    yield eng
+    assert eng.kv_stats.used == 0
+    eng.close()
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_every_strategy_end_to_end(engine, name):
+    from ponder.engine import SamplingParams
+    from ponder.tasks.arith import generate
+    from ponder.verifiers import make_verifier
+    from ponder.verifiers.arith import extract_answer
+
+    problem = generate(1, split="heldout", seed=21, difficulty=3)[0]
+    process = name in ("beam", "particle", "astar", "dvts")
+    verifier = make_verifier("arith_step" if process else "arith_outcome")
+    req = SearchRequest(
+        prompt=problem.prompt, verifier=verifier, n=4, extract_answer=extract_answer
+    )
+
+    async def go():
+        async with engine.search(SamplingParams(temperature=1.0), seed=0) as ctx:
+            return await STRATEGIES[name](ctx, req)
+
+    result = asyncio.run(go())
+    assert result.candidates and result.stats["generated_tokens"] > 0
+    assert result.answer is None or result.answer.isdigit()
+    assert engine.kv_stats.used == 0
