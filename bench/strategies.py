@@ -1,0 +1,148 @@
+"""Accuracy against compute: every strategy at several widths, exact and noisy process verifier.
+
+    python bench/strategies.py                                     # the full grid (hours on CPU)
+    python bench/strategies.py --problems 100 --budgets 4 8 16     # a reduced grid
+
+On held-out arith problems of the default level (fixed seed), runs each strategy at each width
+n (samples, particles or beams: roughly n samples' worth of tokens) with the exact verifiers
+and with the noisy ones (each step or outcome score flipped with probability --flip-rate). All
+problems of one cell run concurrently on one engine. Prints a table and a final JSON line,
+writes bench/results/strategies.json and a plot (accuracy vs mean generated tokens, one line per
+strategy and verifier) as bench/results/strategies.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from ponder.engine import Engine, SamplingParams
+from ponder.strategies import STRATEGIES, SearchRequest
+from ponder.tasks.arith import DEFAULT_LEVEL, generate
+from ponder.tasks.evaluate import PROCESS_STRATEGIES
+from ponder.verifiers import make_verifier
+from ponder.verifiers.arith import extract_answer
+
+RESULTS = Path(__file__).resolve().parent / "results"
+OPTIONS = {"beam": {"beam_width": 4}, "dvts": {"beam_width": 4}, "bom": {"alpha": 0.1}}
+# Labels that run a registered strategy with extra options (adaptive budgets, item 8).
+VARIANTS = {"majority_adaptive": ("majority", {"adaptive": True, "wave": 4})}
+
+
+def verifier_for(label: str, noisy: bool, flip_rate: float, seed: int):
+    strategy = VARIANTS.get(label, (label,))[0]
+    kind = "step" if strategy in PROCESS_STRATEGIES else "outcome"
+    if noisy:
+        return make_verifier(f"arith_noisy_{kind}", flip_rate=flip_rate, seed=seed)
+    return make_verifier(f"arith_{kind}")
+
+
+async def cell(engine, problems, label: str, n: int, verifier, seed: int) -> dict:
+    strategy, options = VARIANTS.get(label, (label, OPTIONS.get(label, {})))
+    if strategy in ("beam", "dvts") and n % options["beam_width"]:
+        return {}
+
+    async def one(i, p):
+        req = SearchRequest(prompt=p.prompt, verifier=verifier, n=n, extract_answer=extract_answer)
+        async with engine.search(SamplingParams(temperature=1.0), seed=seed * 100_003 + i) as ctx:
+            r = await STRATEGIES[strategy](ctx, req, **options)
+        return r.answer == str(p.answer), r.stats["generated_tokens"], r.stats["verifier_calls"]
+
+    start = time.perf_counter()
+    results = await asyncio.gather(*(one(i, p) for i, p in enumerate(problems)))
+    count = len(results)
+    return {
+        "strategy": label,
+        "n": n,
+        "verifier": verifier.name,
+        "accuracy": round(sum(r[0] for r in results) / count, 4),
+        "mean_tokens": round(sum(r[1] for r in results) / count, 1),
+        "mean_verifier_calls": round(sum(r[2] for r in results) / count, 1),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, noisy in zip(axes, (False, True), strict=True):
+        for strategy in dict.fromkeys(r["strategy"] for r in rows):
+            pts = sorted(
+                (r["mean_tokens"], r["accuracy"])
+                for r in rows
+                if r["strategy"] == strategy and r["verifier"].startswith("noisy") == noisy
+            )
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=strategy)
+        ax.set_xscale("log")
+        ax.set_xlabel("mean generated tokens per problem")
+        ax.set_title("noisy verifier" if noisy else "exact verifier")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--problems", type=int, default=500)
+    parser.add_argument("--budgets", type=int, nargs="*", default=[4, 8, 16, 32, 64])
+    parser.add_argument(
+        "--strategies", nargs="*", default=[s for s in STRATEGIES if s != "sample"] + list(VARIANTS)
+    )
+    parser.add_argument("--flip-rate", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(RESULTS / "strategies.json"))
+    args = parser.parse_args()
+    problems = generate(args.problems, split="heldout", seed=args.seed, difficulty=DEFAULT_LEVEL)
+    engine = Engine.from_pretrained(None, kv_cache_gb=4.0)
+    rows = [
+        asyncio.run(cell(engine, problems, "sample", 1, make_verifier("arith_outcome"), args.seed))
+    ]
+    for noisy in (False, True):
+        for strategy in args.strategies:
+            for n in args.budgets:
+                v = verifier_for(strategy, noisy, args.flip_rate, args.seed)
+                row = asyncio.run(cell(engine, problems, strategy, n, v, args.seed))
+                if row:
+                    rows.append(row)
+                    print(
+                        f"{strategy:>18} n={n:<3} {v.name:<20} acc {row['accuracy']:.3f} "
+                        f"tokens {row['mean_tokens']:>8.0f}  {row['seconds']:>6.1f}s",
+                        flush=True,
+                    )
+    engine.close()
+    print(
+        f"\n{'strategy':>18} {'n':>3} {'verifier':<20} {'accuracy':>8} {'tokens':>8} {'calls':>6}"
+    )
+    for r in rows:
+        print(
+            f"{r['strategy']:>18} {r['n']:>3} {r['verifier']:<20} {r['accuracy']:>8.3f} "
+            f"{r['mean_tokens']:>8.0f} {r['mean_verifier_calls']:>6.0f}"
+        )
+    result = {
+        "bench": "strategies",
+        "problems": args.problems,
+        "level": DEFAULT_LEVEL,
+        "seed": args.seed,
+        "flip_rate": args.flip_rate,
+        "budgets": args.budgets,
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    plot(rows, out.with_suffix(".png"))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
