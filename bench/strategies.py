@@ -20,9 +20,8 @@ import time
 from pathlib import Path
 
 from ponder.engine import Engine, SamplingParams
-from ponder.strategies import STRATEGIES, SearchRequest
+from ponder.strategies import PROCESS_STRATEGIES, STRATEGIES, SearchRequest
 from ponder.tasks.arith import DEFAULT_LEVEL, generate
-from ponder.tasks.evaluate import PROCESS_STRATEGIES
 from ponder.verifiers import make_verifier
 from ponder.verifiers.arith import extract_answer
 

@@ -98,7 +98,7 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
     default="bon",
     show_default=True,
     help="Registered strategy: sample, bon, majority, weighted_majority, bom, beam, "
-    "particle, astar, dvts.",
+    "particle, particle_gibbs, astar, dvts.",
 )
 @click.option(
     "--n",

@@ -15,6 +15,7 @@ from ponder.strategies.bom import bom
 from ponder.strategies.dvts import dvts
 from ponder.strategies.majority import majority, weighted_majority
 from ponder.strategies.particle import particle
+from ponder.strategies.particle_gibbs import particle_gibbs
 
 STRATEGIES = {
     "sample": sample,
@@ -24,9 +25,13 @@ STRATEGIES = {
     "bom": bom,
     "beam": beam,
     "particle": particle,
+    "particle_gibbs": particle_gibbs,
     "astar": astar,
     "dvts": dvts,
 }
+
+# Strategies that score partial solutions step by step: they need a process verifier.
+PROCESS_STRATEGIES = frozenset({"beam", "particle", "particle_gibbs", "astar", "dvts"})
 
 
 def get_strategy(name: str):
@@ -35,4 +40,12 @@ def get_strategy(name: str):
     return STRATEGIES[name]
 
 
-__all__ = ["STRATEGIES", "Budget", "Candidate", "SearchRequest", "SearchResult", "get_strategy"]
+__all__ = [
+    "PROCESS_STRATEGIES",
+    "STRATEGIES",
+    "Budget",
+    "Candidate",
+    "SearchRequest",
+    "SearchResult",
+    "get_strategy",
+]

@@ -18,11 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ponder.engine.sampling_params import SamplingParams
-from ponder.strategies import SearchRequest, get_strategy
+from ponder.strategies import PROCESS_STRATEGIES, SearchRequest, get_strategy
 from ponder.verifiers import make_verifier
 from ponder.verifiers.arith import extract_answer
-
-PROCESS_STRATEGIES = {"beam", "particle", "astar", "dvts"}
 
 
 @dataclass(frozen=True, slots=True)

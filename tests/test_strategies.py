@@ -7,7 +7,7 @@ import re
 
 import pytest
 from ponder.engine.fake import FakeContext
-from ponder.strategies import STRATEGIES, Budget, SearchRequest
+from ponder.strategies import PROCESS_STRATEGIES, STRATEGIES, Budget, SearchRequest
 from ponder.strategies.bom import best_of_majority
 from ponder.strategies.particle import resampling_weights
 from ponder.strategies.voting import majority_vote, weighted_majority_vote
@@ -153,6 +153,17 @@ def test_particle_resampling_concentrates_on_good_particles():
     assert any("resampled" in t for t in result.trace)
 
 
+def test_particle_gibbs_keeps_a_reference_and_finds_good_paths():
+    result, ctx = run(
+        "particle_gibbs", step_policy(), request(8, aggregation="min"), iterations=3, seed=1
+    )
+    assert result.answer == "3" and len(result.candidates) == 8
+    assert [t["iteration"] for t in result.trace if "iteration" in t] == [0, 1, 2]
+    assert any(t.get("reference") for t in result.trace)
+    with pytest.raises(ValueError, match="n >= 2"):
+        run("particle_gibbs", step_policy(), request(1), iterations=2)
+
+
 def test_dvts_and_astar_find_good_paths():
     result, _ = run("dvts", step_policy(), request(16, aggregation="min"), beam_width=4)
     assert result.answer == "3" and len(result.candidates) == 16
@@ -162,7 +173,7 @@ def test_dvts_and_astar_find_good_paths():
 
 
 def test_process_strategies_need_a_process_verifier():
-    for name in ("beam", "particle", "astar", "dvts"):
+    for name in sorted(PROCESS_STRATEGIES):
         with pytest.raises(ValueError, match="process verifier"):
             run(name, step_policy(), request(4, process=False))
 
@@ -200,7 +211,7 @@ def test_every_strategy_end_to_end(engine, name):
     from ponder.verifiers.arith import extract_answer
 
     problem = generate(1, split="heldout", seed=21, difficulty=3)[0]
-    process = name in ("beam", "particle", "astar", "dvts")
+    process = name in PROCESS_STRATEGIES
     verifier = make_verifier("arith_step" if process else "arith_outcome")
     req = SearchRequest(
         prompt=problem.prompt, verifier=verifier, n=4, extract_answer=extract_answer

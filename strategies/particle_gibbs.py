@@ -1,0 +1,106 @@
+"""Particle Gibbs (Puri et al. 2025, Algorithm 2): repeated particle filtering around a
+reference trajectory.
+
+Iteration 1 is plain particle filtering with N particles. Each later iteration draws a
+reference particle from the previous iteration's final particles (weights softmax(logit(r)/tau),
+as in resampling) and runs particle filtering with N - 1 fresh particles plus the reference. At
+step t the reference takes part with its own prefix and score at step t (its last ones once it
+is shorter); it is never replaced, but resampling may copy it into free slots, where the copy
+continues from the reference's step-t prefix. The budget is N x `iterations` particles; the
+answer is the highest-scoring particle of the last iteration.
+
+Prefixes are kept as branches for the whole search (they share KV with their descendants, so
+each pins at most one block of its own) and released at the end.
+"""
+
+from __future__ import annotations
+
+import random
+
+from ponder.engine.context import Branch, SearchContext
+from ponder.strategies.base import (
+    SearchRequest,
+    SearchResult,
+    candidates_of,
+    finish,
+    require_verifier,
+)
+from ponder.strategies.particle import resampling_weights
+from ponder.strategies.stepwise import expand, is_finished
+
+History = list[tuple[Branch, float]]  # the particle's prefix and score after each step
+
+
+async def _filter(
+    ctx: SearchContext,
+    request: SearchRequest,
+    root: Branch,
+    fresh: int,
+    reference: History | None,
+    rng: random.Random,
+    tau: float,
+    owned: list[Branch],
+    trace: list[dict],
+) -> list[History]:
+    """One particle-filtering run; returns every particle's history (reference last)."""
+    new, scores = await expand(ctx, request, [root] * fresh)
+    owned += new
+    histories: list[History] = [[(b, s)] for b, s in zip(new, scores, strict=True)]
+    step = 1
+    while True:
+        active = [h for h in histories if not is_finished(h[-1][0], len(h), request)]
+        done = [h for h in histories if is_finished(h[-1][0], len(h), request)]
+        trace.append({"step": step, "active": len(active), "reference": reference is not None})
+        if not active or request.budget.exhausted(ctx.stats, len(owned)):
+            break
+        pool = active + ([reference[: min(step, len(reference))]] if reference else [])
+        weights = resampling_weights([h[-1][1] for h in pool], tau)
+        draws = rng.choices(range(len(pool)), weights=weights, k=len(active))
+        parents = [pool[i] for i in draws]
+        expandable = [h for h in parents if not h[-1][0].done]
+        grown, grown_scores = await expand(ctx, request, [h[-1][0] for h in expandable])
+        owned += grown
+        histories = done + [
+            h + [(b, s)] for h, b, s in zip(expandable, grown, grown_scores, strict=True)
+        ]
+        histories += [h for h in parents if h[-1][0].done]
+        step += 1
+    return histories + ([reference] if reference else [])
+
+
+async def particle_gibbs(
+    ctx: SearchContext,
+    request: SearchRequest,
+    *,
+    iterations: int = 2,
+    tau: float = 1.0,
+    seed: int = 0,
+) -> SearchResult:
+    if iterations < 1 or tau <= 0:
+        raise ValueError(
+            f"particle_gibbs: iterations ({iterations}) must be >= 1 and tau ({tau}) > 0"
+        )
+    require_verifier(request, "particle_gibbs", process=True)
+    if request.n < 2 and iterations > 1:
+        raise ValueError("particle_gibbs needs n >= 2 to keep a reference beside fresh particles")
+    rng = random.Random(seed)
+    root = ctx.root(request.prompt)
+    owned: list[Branch] = []
+    trace: list[dict] = []
+    reference: History | None = None
+    for iteration in range(iterations):
+        fresh = request.n if reference is None else request.n - 1
+        trace.append({"iteration": iteration})
+        histories = await _filter(ctx, request, root, fresh, reference, rng, tau, owned, trace)
+        finals = [h[-1][1] for h in histories]
+        reference = histories[
+            rng.choices(range(len(histories)), weights=resampling_weights(finals, tau))[0]
+        ]
+        if request.budget.exhausted(ctx.stats, len(owned)):
+            break
+    ends = [h[-1] for h in histories]
+    cands = candidates_of(ctx, request, [b for b, _ in ends], [(s, ()) for _, s in ends])
+    ctx.release(owned + [root])
+    best = max(cands, key=lambda c: c.score, default=None)
+    answer = best.answer if best else None
+    return finish(ctx, "particle_gibbs", answer, [answer], cands, trace)
