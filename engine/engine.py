@@ -115,7 +115,7 @@ class Engine:
 
     @property
     def closed(self) -> bool:
-        return self.loop._closed
+        return self.loop.closed
 
     def next_seq_id(self) -> int:
         return next(self._seq_ids)

@@ -33,6 +33,10 @@ class EngineLoop:
 
     # ------------------------------------------------------------------ caller side
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def call(self, fn: Callable[[], Any]) -> Future:
         """Run `fn` on the loop thread between steps; its result or error lands in the future."""
         if self._closed:
