@@ -225,3 +225,22 @@ def test_every_strategy_end_to_end(engine, name):
     assert result.candidates and result.stats["generated_tokens"] > 0
     assert result.answer is None or result.answer.isdigit()
     assert engine.kv_stats.used == 0
+
+
+def test_decided_respects_the_tie_rule():
+    from ponder.strategies.majority import decided
+
+    assert decided({"a": 4.0}, remaining=4, max_weight=1.0)  # a new answer can only tie: a wins
+    assert not decided({"a": 4.0}, remaining=5, max_weight=1.0)
+    assert not decided({"b": 1.0, "a": 4.0}, remaining=3, max_weight=1.0)  # b first: tie -> b
+    assert decided({"a": 4.0, "b": 1.0}, remaining=3, max_weight=1.0)  # b after a: tie -> a
+    assert not decided({}, remaining=0, max_weight=1.0)
+
+
+def test_request_and_budget_validation():
+    with pytest.raises(ValueError, match="n must be"):
+        SearchRequest(prompt="Q", n=0)
+    with pytest.raises(ValueError, match="step_delimiter"):
+        SearchRequest(prompt="Q", step_delimiter="")
+    with pytest.raises(ValueError, match="max_tokens"):
+        Budget(max_tokens=0)
