@@ -71,27 +71,31 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    names = list(dict.fromkeys(r["strategy"] for r in rows))
+    colors = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(names)}
     for ax, noisy in zip(axes, (False, True), strict=True):
-        for strategy in dict.fromkeys(r["strategy"] for r in rows):
+        for strategy in names:
             pts = sorted(
                 (r["mean_tokens"], r["accuracy"])
                 for r in rows
-                if r["strategy"] == strategy and r["verifier"].startswith("noisy") == noisy
+                if r["strategy"] == strategy
+                and (r["verifier"].startswith("noisy") == noisy or r["n"] == 1)
             )
             if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=strategy)
+                ax.plot(*zip(*pts, strict=True), marker="o", label=strategy, color=colors[strategy])
         ax.set_xscale("log")
         ax.set_xlabel("mean generated tokens per problem")
         ax.set_title("noisy verifier" if noisy else "exact verifier")
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     axes[0].set_ylabel("accuracy")
-    axes[1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--replot", metavar="JSON", help="only redraw the plot of a results file")
     parser.add_argument("--problems", type=int, default=500)
     parser.add_argument("--budgets", type=int, nargs="*", default=[4, 8, 16, 32, 64])
     parser.add_argument(
@@ -101,6 +105,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS / "strategies.json"))
     args = parser.parse_args()
+    if args.replot:
+        plot(
+            json.loads(Path(args.replot).read_text())["rows"], Path(args.replot).with_suffix(".png")
+        )
+        return
     problems = generate(args.problems, split="heldout", seed=args.seed, difficulty=DEFAULT_LEVEL)
     engine = Engine.from_pretrained(None, kv_cache_gb=4.0)
     rows = [
