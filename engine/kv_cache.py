@@ -130,8 +130,8 @@ class BlockManager:
         if len(token_ids) == 0:
             raise ValueError("cannot allocate blocks for an empty sequence: pass its token ids")
         hits = self._cached_prefix(token_ids)
-        sum(1 for b in hits if self._blocks[b].ref_count == 0)
-        return hits, self._blocks_for(len(token_ids)) - len(hits)
+        revived = sum(1 for b in hits if self._blocks[b].ref_count == 0)
+        return hits, self._blocks_for(len(token_ids)) - len(hits) + revived
 
     def _cached_prefix(self, token_ids: Sequence[int]) -> list[int]:
         """Leading full blocks found in the prefix cache, leaving at least one token to compute."""
@@ -289,7 +289,7 @@ class BlockManager:
         block_id, _ = self._free.popitem(last=False)
         block = self._blocks[block_id]
         if self._is_registered(block):
-            del self._by_hash[block.hash]
+            pass
         block.hash, block.token_ids, block.prefix_id, block.parent_id = None, None, 0, 0
         block.ref_count = 1
         return block_id
