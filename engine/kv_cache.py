@@ -18,6 +18,8 @@ its only caller.
 
 from __future__ import annotations
 
+import hashlib
+from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -76,7 +78,11 @@ class BlockManager:
     # ------------------------------------------------------------------ allocation
 
     def _chain(self, parent: int | None, tokens: tuple[int, ...]) -> int:
-        return hash((parent, tokens))
+        """128-bit chained hash of (parent hash, block tokens). A match is also checked against
+        the stored tokens; the strong hash makes a parent-chain collision (which that check
+        cannot see) practically impossible, unlike Python's 64-bit hash()."""
+        data = (parent or 0).to_bytes(16, "little") + array("q", tokens).tobytes()
+        return int.from_bytes(hashlib.blake2b(data, digest_size=16).digest(), "little")
 
     def _prefix_hits(self, token_ids: Sequence[int]) -> list[int]:
         """Leading full blocks already cached, leaving at least one token to compute."""
