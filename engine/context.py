@@ -32,6 +32,17 @@ class Branch:
     cumulative_logprob: float = 0.0  # sum of generated tokens' logprobs since the root
     finish_reason: str | None = None  # None (root/fork), "eos", "stop", "length", "max_model_len"
 
+    def child(self, new_id: int) -> Branch:
+        """A fork's handle: the same state under a new id, with this branch as parent."""
+        return Branch(
+            new_id,
+            self.id,
+            self.length,
+            self.prompt_length,
+            self.cumulative_logprob,
+            self.finish_reason,
+        )
+
     @property
     def num_generated(self) -> int:
         return self.length - self.prompt_length

@@ -93,14 +93,7 @@ class EngineContext(SearchContext):
             state.job = self._new_job(state)
         kids = []
         for _ in range(n):
-            kid = Branch(
-                next(self._ids),
-                branch.id,
-                branch.length,
-                branch.prompt_length,
-                branch.cumulative_logprob,
-                branch.finish_reason,
-            )
+            kid = branch.child(next(self._ids))
             kid_state = _BranchState(
                 state.token_ids,
                 [],

@@ -57,14 +57,7 @@ class FakeContext(SearchContext):
         tokens = self._get(branch)
         kids = []
         for _ in range(n):
-            kid = Branch(
-                next(self._ids),
-                branch.id,
-                branch.length,
-                branch.prompt_length,
-                branch.cumulative_logprob,
-                branch.finish_reason,
-            )
+            kid = branch.child(next(self._ids))
             self._tokens[kid.id] = tokens
             kids.append(kid)
         return kids
