@@ -39,6 +39,10 @@ def test_make_problem_and_difficulty_errors():
         make_problem("1-5")
     with pytest.raises(ValueError, match="unexpected character"):
         make_problem("1/5")
+    with pytest.raises(ValueError, match="unexpected character"):
+        make_problem("١+٢")  # Arabic-Indic digits are not ASCII digits
+    small = generate(50, split="train", seed=0, difficulty=Difficulty(num_ops=3, max_operand=3))
+    assert all(x <= 3 for p in small for x in tokenize_expression(p.expression)[::2])
     with pytest.raises(ValueError, match="num_ops"):
         Difficulty(num_ops=0, max_operand=9)
     with pytest.raises(ValueError, match="split"):

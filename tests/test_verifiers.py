@@ -42,6 +42,8 @@ def test_extract_answer_and_errors():
     assert extract_answer("x\nA: 007") == "7" and extract_answer("A: +3") == "3"
     assert extract_answer("A: 1\nA: 2") == "2" and extract_answer("A: x") is None
     assert extract_answer("no answer") is None
+    assert extract_answer("A: ²") is None and extract_answer("A: ١") is None  # never raises
+    assert steps.score([Q], ["2*3=٦;6+4"]) == [[0.0]]
     with pytest.raises(ValueError, match="one prompt per candidate"):
         outcome.score([Q, Q], ["A: 10"])
     with pytest.raises(ValueError, match="not an arith prompt"):

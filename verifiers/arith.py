@@ -44,7 +44,9 @@ def _int(text: str) -> int | None:
     text = text.strip()
     if text.startswith("+"):
         text = text[1:]
-    return int(text) if text.isdigit() or (text[:1] == "-" and text[1:].isdigit()) else None
+    digits = text[1:] if text[:1] == "-" else text
+    ok = digits != "" and all("0" <= ch <= "9" for ch in digits)  # '²'.isdigit() is True
+    return int(text) if ok else None
 
 
 def extract_answer(text: str) -> str | None:
@@ -131,8 +133,8 @@ class NoisyVerifier:
 
     def _flip(self, prompt: str, prefix: str) -> bool:
         key = f"{self.seed}\x00{prompt}\x00{prefix}".encode()
-        draw = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") / 2**64
-        return draw < self.flip_rate
+        draw = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
+        return draw < self.flip_rate * 2**64  # exact at 0 and 1 (a float draw could round to 1)
 
     def score(self, prompts: Sequence[str], candidates: Sequence[str]) -> list[list[float]]:
         out = []

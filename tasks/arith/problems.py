@@ -97,7 +97,7 @@ def tokenize_expression(text: str) -> list[int | str]:
     items: list[int | str] = []
     number = ""
     for ch in text:
-        if ch.isdigit():
+        if "0" <= ch <= "9":  # ASCII only: str.isdigit() also accepts '²' and '١'
             number += ch
         elif ch in OPERATORS:
             if not number:
@@ -187,7 +187,7 @@ def _random_expression(rng: random.Random, difficulty: Difficulty) -> str:
     for _ in range(difficulty.num_ops):
         op = rng.choice(OPERATORS)
         # Keep products readable: one factor of a product stays a single digit.
-        hi = 9 if op == "*" else difficulty.max_operand
+        hi = min(9, difficulty.max_operand) if op == "*" else difficulty.max_operand
         items += [op, rng.randint(0, hi)]
     return render_expression(items)
 
