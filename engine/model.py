@@ -38,6 +38,8 @@ class ModelConfig:
     rope_theta: float
     rope_scaling: dict | None
     qkv_bias: bool
+    o_bias: bool
+    mlp_bias: bool
     qk_norm: bool
     tie_word_embeddings: bool
     max_position_embeddings: int
@@ -54,7 +56,16 @@ class ModelConfig:
         rope_type = rope.get("rope_type", rope.get("type", "default"))
         if rope_type not in ("default", "llama3"):
             raise ValueError(f"{where}: rope type {rope_type!r} is not supported (default, llama3)")
+        if raw.get("hidden_act", "silu") != "silu":
+            raise ValueError(
+                f"{where}: hidden_act {raw.get('hidden_act')!r} is not supported (silu)"
+            )
+        if raw.get("use_sliding_window") or (kind == "llama" and raw.get("sliding_window")):
+            raise ValueError(f"{where}: sliding-window attention is not supported")
+        if raw.get("partial_rotary_factor", 1.0) != 1.0:
+            raise ValueError(f"{where}: partial rotary embeddings are not supported")
         heads = raw["num_attention_heads"]
+        attention_bias = bool(raw.get("attention_bias", False))
         return cls(
             model_type=kind,
             vocab_size=raw["vocab_size"],
@@ -67,7 +78,9 @@ class ModelConfig:
             rms_norm_eps=raw.get("rms_norm_eps", 1e-6),
             rope_theta=float(theta),
             rope_scaling=rope if rope_type == "llama3" else None,
-            qkv_bias=kind == "qwen2" or bool(raw.get("attention_bias", False)),
+            qkv_bias=kind == "qwen2" or attention_bias,
+            o_bias=kind != "qwen2" and attention_bias,  # Qwen2 biases q/k/v only
+            mlp_bias=bool(raw.get("mlp_bias", False)),
             qk_norm=kind == "qwen3",
             tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
             max_position_embeddings=raw.get("max_position_embeddings", 2048),
@@ -117,7 +130,7 @@ class Attention(nn.Module):
         self.q_proj = nn.Linear(c.hidden_size, c.num_heads * c.head_dim, bias=c.qkv_bias)
         self.k_proj = nn.Linear(c.hidden_size, c.num_kv_heads * c.head_dim, bias=c.qkv_bias)
         self.v_proj = nn.Linear(c.hidden_size, c.num_kv_heads * c.head_dim, bias=c.qkv_bias)
-        self.o_proj = nn.Linear(c.num_heads * c.head_dim, c.hidden_size, bias=False)
+        self.o_proj = nn.Linear(c.num_heads * c.head_dim, c.hidden_size, bias=c.o_bias)
         if c.qk_norm:
             self.q_norm = RMSNorm(c.head_dim, c.rms_norm_eps)
             self.k_norm = RMSNorm(c.head_dim, c.rms_norm_eps)
@@ -138,9 +151,9 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, c: ModelConfig):
         super().__init__()
-        self.gate_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(c.intermediate_size, c.hidden_size, bias=False)
+        self.gate_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=c.mlp_bias)
+        self.up_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=c.mlp_bias)
+        self.down_proj = nn.Linear(c.intermediate_size, c.hidden_size, bias=c.mlp_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -190,6 +203,10 @@ class CausalLM(nn.Module):
                     f"expected {tuple(param.shape)}"
                 )
             state[name] = weights[key].to(dtype)
+        used = {f"model.{n}" for n in state} | {"lm_head.weight", "model.embed_tokens.weight"}
+        unused = sorted(k for k in weights if k not in used and "rotary_emb" not in k)
+        if unused:  # a tensor we have no slot for means the architecture is not what we run
+            raise ValueError(f"{path}: checkpoint tensors this model does not use: {unused[:5]}")
         model.load_state_dict(state, assign=True)
         model.inv_freq = rope_inv_freq(config)
         return model.to(device).eval()

@@ -141,3 +141,25 @@ def test_runner_rejects_bad_inputs(checkpoint):
         runner.run([ForwardInput((1,), 0, (9,))])
     with pytest.raises(ValueError, match="at least one"):
         runner.run([])
+
+
+def test_llama_with_attention_and_mlp_biases_matches_hf(tmp_path):
+    torch.manual_seed(1)
+    hf = LlamaForCausalLM(LlamaConfig(**COMMON, attention_bias=True, mlp_bias=True)).eval()
+    with torch.no_grad():  # HF starts biases at zero: randomise them so a missing one shows
+        for name, p in hf.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.5)
+    hf.save_pretrained(tmp_path)
+    runner = ModelRunner(CausalLM.from_pretrained(tmp_path), num_blocks=8, block_size=4)
+    ids = [5, 6, 7, 8, 9]
+    logits = runner.run([ForwardInput(tuple(ids), 0, (0, 1))])
+    torch.testing.assert_close(logits[0], hf_last_logits(hf, ids), atol=1e-4, rtol=1e-4)
+
+
+def test_unsupported_settings_are_refused(tmp_path, checkpoint):
+    _, path = checkpoint
+    config = json.loads((path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "hidden_act": "gelu"}))
+    with pytest.raises(ValueError, match="hidden_act"):
+        CausalLM.from_pretrained(tmp_path)
