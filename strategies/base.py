@@ -97,6 +97,14 @@ def require_verifier(request: SearchRequest, strategy: str, process: bool = Fals
     return v
 
 
+def check_beam_width(strategy: str, n: int, beam_width: int) -> None:
+    """Beam search and DVTS split the width n into groups of beam_width."""
+    if beam_width < 1 or n % beam_width:
+        raise ValueError(
+            f"{strategy}: n ({n}) must be a positive multiple of beam_width ({beam_width})"
+        )
+
+
 async def score_branches(
     ctx: SearchContext, request: SearchRequest, branches: Sequence[Branch]
 ) -> list[tuple[float, tuple[float, ...]]]:

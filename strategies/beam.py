@@ -13,6 +13,7 @@ from ponder.strategies.base import (
     SearchRequest,
     SearchResult,
     candidates_of,
+    check_beam_width,
     finish,
     require_verifier,
 )
@@ -20,10 +21,7 @@ from ponder.strategies.stepwise import expand, is_finished
 
 
 async def beam(ctx: SearchContext, request: SearchRequest, *, beam_width: int = 4) -> SearchResult:
-    if beam_width < 1 or request.n % beam_width:
-        raise ValueError(
-            f"beam: n ({request.n}) must be a positive multiple of beam_width ({beam_width})"
-        )
+    check_beam_width("beam", request.n, beam_width)
     require_verifier(request, "beam", process=True)
     root = ctx.root(request.prompt)
     live, scores = await expand(ctx, request, [root] * request.n)
