@@ -77,13 +77,13 @@ def demo(
     click.echo(json.dumps(summary))
 
 
-def _parse_options(pairs: tuple[str, ...]) -> dict:
-    """--option key=value (values parsed as JSON when they parse, else kept as strings)."""
+def _parse_options(pairs: tuple[str, ...], flag: str = "--option") -> dict:
+    """key=value pairs (values parsed as JSON when they parse, else kept as strings)."""
     options = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"expected key=value, got {pair!r}", param_hint="--option")
+            raise click.BadParameter(f"expected key=value, got {pair!r}", param_hint=flag)
         try:
             options[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -92,7 +92,18 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
 
 
 @main.command(name="eval")
-@click.option("--task", default="arith", show_default=True, type=click.Choice(["arith"]))
+@click.option(
+    "--task",
+    default="arith",
+    show_default=True,
+    help="Registered task (see ponder.tasks.registry); arith is the embedded world.",
+)
+@click.option(
+    "--task-option",
+    "task_options",
+    multiple=True,
+    help="Task option key=value, repeatable (e.g. path=data.jsonl).",
+)
 @click.option(
     "--strategy",
     default="bon",
@@ -140,6 +151,7 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
 @click.option("--model", "model_path", default=None, type=click.Path(exists=True, file_okay=False))
 def eval_command(
     task,
+    task_options,
     strategy,
     n,
     limit,
@@ -157,28 +169,30 @@ def eval_command(
     from pathlib import Path
 
     from ponder.engine.engine import Engine
-    from ponder.strategies import STRATEGIES
-    from ponder.tasks.arith import DEFAULT_LEVEL, LEVELS
-    from ponder.tasks.evaluate import arith_items, default_verifier, run_eval
+    from ponder.strategies import PROCESS_STRATEGIES, STRATEGIES
+    from ponder.tasks.evaluate import run_eval
+    from ponder.tasks.registry import get_task
     from ponder.verifiers import VERIFIERS
 
     if strategy not in STRATEGIES:
         raise click.BadParameter(
             f"unknown strategy {strategy!r}; known: {sorted(STRATEGIES)}", param_hint="--strategy"
         )
-    verifier_name = verifier_name or default_verifier(strategy)
+    task_kwargs = _parse_options(task_options, "--task-option")
+    if level is not None:
+        task_kwargs["level"] = level
+    try:
+        task_obj = get_task(task, **task_kwargs)
+        verifier_name = verifier_name or task_obj.default_verifier(strategy in PROCESS_STRATEGIES)
+        items = task_obj.items(limit, seed)
+    except (ValueError, OSError) as exc:
+        raise click.UsageError(str(exc)) from None
     if verifier_name not in VERIFIERS:
         raise click.BadParameter(
             f"unknown verifier {verifier_name!r}; known: {sorted(VERIFIERS)}",
             param_hint="--verifier",
         )
-    level = DEFAULT_LEVEL if level is None else level
-    if level not in LEVELS:
-        raise click.BadParameter(
-            f"unknown level {level}; known: {sorted(LEVELS)}", param_hint="--level"
-        )
     verifier_options = {} if flip_rate is None else {"flip_rate": flip_rate, "seed": seed}
-    items = arith_items(limit, level, seed)
     from rich.progress import Progress
 
     with Engine.from_pretrained(model_path) as engine, Progress(transient=True) as bar:
@@ -186,6 +200,7 @@ def eval_command(
         try:
             records, summary = run_eval(
                 engine,
+                task_obj,
                 items,
                 strategy=strategy,
                 n=n,
@@ -202,7 +217,7 @@ def eval_command(
             raise click.UsageError(str(exc)) from None
     summary = {
         "task": task,
-        "level": level,
+        **task_kwargs,
         "strategy": strategy,
         "n": n,
         "verifier": verifier_name,

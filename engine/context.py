@@ -6,7 +6,7 @@
                                             (step delimiter, EOS, max tokens); inputs stay valid
     release(branches)                       idempotent; frees what only those branches held
     tokens(branch) / text(branch)           the branch's token ids / its text after the prompt
-    await score(branches, verifier)         verifier scores of the branches' texts (counted)
+    await score(branches, verifier, ref)    verifier scores of the branches' texts (counted)
 
 A Branch is an immutable handle; the KV blocks behind it live in the backend. A branch may be
 extended many times (each call samples afresh); passing the same branch k times to one extend
@@ -119,16 +119,23 @@ class SearchContext(abc.ABC):
     def prompt_text(self, branch: Branch) -> str:
         """The text of the branch's prompt (what a verifier sees as the question)."""
 
-    async def score(self, branches: Sequence[Branch], verifier) -> list[list[float]]:
+    async def score(
+        self, branches: Sequence[Branch], verifier, reference: str | None = None
+    ) -> list[list[float]]:
         """Score branches with a verifier (text in, step scores out), counted in the stats.
 
-        Runs in a worker thread so other searches keep the engine busy meanwhile."""
+        `reference` (the problem's reference answer or tests) is passed to every candidate for
+        verifiers that need one. Runs in a worker thread so other searches keep the engine busy
+        meanwhile."""
         if not branches:
             return []
         prompts = [self.prompt_text(b) for b in branches]
         texts = [self.text(b) for b in branches]
         self.stats.verifier_calls += len(branches)
-        return await asyncio.to_thread(verifier.score, prompts, texts)
+        if reference is None:
+            return await asyncio.to_thread(verifier.score, prompts, texts)
+        references = [reference] * len(branches)
+        return await asyncio.to_thread(verifier.score, prompts, texts, references)
 
     @abc.abstractmethod
     def close(self) -> None:

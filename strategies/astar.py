@@ -65,7 +65,7 @@ async def astar(
         new = await ctx.extend(
             [state] * k, stop=[request.step_delimiter], max_tokens=request.max_step_tokens
         )
-        raw = await ctx.score(new, request.verifier)
+        raw = await ctx.score(new, request.verifier, request.reference)
         if state is not root:
             ctx.release([state])
         expansions += 1

@@ -54,6 +54,7 @@ class SearchRequest:
     max_step_tokens: int = 256
     aggregation: str = "last"  # how step scores become one score (verifiers/aggregate.py)
     extract_answer: Callable[[str], str | None] = lambda text: text.strip() or None
+    reference: str | None = None  # reference answer / tests, for verifiers that need one
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -109,7 +110,7 @@ async def score_branches(
     ctx: SearchContext, request: SearchRequest, branches: Sequence[Branch]
 ) -> list[tuple[float, tuple[float, ...]]]:
     """(aggregated score, step scores) per branch; an unscored (empty) text scores 0."""
-    raw = await ctx.score(branches, request.verifier)
+    raw = await ctx.score(branches, request.verifier, request.reference)
     return [(aggregate(s, request.aggregation) if s else 0.0, tuple(s)) for s in raw]
 
 

@@ -14,33 +14,12 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from ponder.engine.sampling_params import SamplingParams
-from ponder.strategies import PROCESS_STRATEGIES, SearchRequest, get_strategy
+from ponder.strategies import SearchRequest, get_strategy
+from ponder.tasks.base import Item, Task
 from ponder.verifiers import make_verifier
-from ponder.verifiers.arith import extract_answer
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    id: str
-    prompt: str
-    answer: str
-
-
-def arith_items(limit: int, level: int, seed: int) -> list[Item]:
-    from ponder.tasks.arith import generate
-
-    problems = generate(limit, split="heldout", seed=seed, difficulty=level)
-    return [
-        Item(f"arith-{level}-{seed}-{i}", p.prompt, str(p.answer)) for i, p in enumerate(problems)
-    ]
-
-
-def default_verifier(strategy: str) -> str:
-    return "arith_step" if strategy in PROCESS_STRATEGIES else "arith_outcome"
 
 
 def read_done(out: Path) -> dict[str, dict]:
@@ -59,6 +38,7 @@ def read_done(out: Path) -> dict[str, dict]:
 
 async def evaluate(
     engine,
+    task: Task,
     items: list[Item],
     *,
     strategy: str,
@@ -87,7 +67,12 @@ async def evaluate(
         async def solve(index: int, item: Item) -> None:
             async with gate:
                 request = SearchRequest(
-                    prompt=item.prompt, verifier=verifier, n=n, extract_answer=extract_answer
+                    prompt=item.prompt,
+                    verifier=verifier,
+                    n=n,
+                    step_delimiter=task.step_delimiter,
+                    extract_answer=task.extract_answer,
+                    reference=item.reference,
                 )
                 async with engine.search(params, seed=seed * 1_000_003 + index) as ctx:
                     result = await run(ctx, request, **strategy_options)
@@ -99,8 +84,8 @@ async def evaluate(
                     "truth": item.answer,
                     "predicted": result.answer,
                     "answers": result.answers,
-                    "correct": result.answer == item.answer,
-                    "any_correct": item.answer in result.answers,
+                    "correct": task.is_correct(item, result.answer),
+                    "any_correct": any(task.is_correct(item, a) for a in result.answers),
                     **result.stats,
                 }
                 sink.write(json.dumps(record) + "\n")
@@ -131,7 +116,7 @@ def summarize(records: list[dict], wall_seconds: float) -> dict:
     return summary
 
 
-def run_eval(engine, items: list[Item], **kwargs) -> tuple[list[dict], dict]:
+def run_eval(engine, task: Task, items: list[Item], **kwargs) -> tuple[list[dict], dict]:
     start = time.perf_counter()
-    records = asyncio.run(evaluate(engine, items, **kwargs))
+    records = asyncio.run(evaluate(engine, task, items, **kwargs))
     return records, summarize(records, time.perf_counter() - start)

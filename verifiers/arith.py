@@ -85,7 +85,12 @@ class ArithOutcomeVerifier:
     name = "arith_outcome"
     process = False
 
-    def score(self, prompts: Sequence[str], candidates: Sequence[str]) -> list[list[float]]:
+    def score(
+        self,
+        prompts: Sequence[str],
+        candidates: Sequence[str],
+        references: Sequence[str] | None = None,
+    ) -> list[list[float]]:
         check_batch(prompts, candidates)
         out = []
         for prompt, text in zip(prompts, candidates, strict=True):
@@ -98,7 +103,12 @@ class ArithStepVerifier:
     name = "arith_step"
     process = True
 
-    def score(self, prompts: Sequence[str], candidates: Sequence[str]) -> list[list[float]]:
+    def score(
+        self,
+        prompts: Sequence[str],
+        candidates: Sequence[str],
+        references: Sequence[str] | None = None,
+    ) -> list[list[float]]:
         check_batch(prompts, candidates)
         return [self._score_one(p, c) for p, c in zip(prompts, candidates, strict=True)]
 
@@ -136,10 +146,15 @@ class NoisyVerifier:
         draw = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
         return draw < self.flip_rate * 2**64  # exact at 0 and 1 (a float draw could round to 1)
 
-    def score(self, prompts: Sequence[str], candidates: Sequence[str]) -> list[list[float]]:
+    def score(
+        self,
+        prompts: Sequence[str],
+        candidates: Sequence[str],
+        references: Sequence[str] | None = None,
+    ) -> list[list[float]]:
         out = []
         for prompt, text, scores in zip(
-            prompts, candidates, self.base.score(prompts, candidates), strict=True
+            prompts, candidates, self.base.score(prompts, candidates, references), strict=True
         ):
             if self.process:
                 steps = split_steps(text, STEP_DELIMITER)

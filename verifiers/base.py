@@ -1,8 +1,12 @@
 """The verifier contract: batched, typed, text in and floats out.
 
-    score(prompts, candidates) -> one list of floats per candidate
+    score(prompts, candidates, references=None) -> one list of floats per candidate
 
-prompts[i] pairs with candidates[i]. An outcome verifier (`process = False`) returns a single
+prompts[i] pairs with candidates[i] and, when given, references[i]: the problem's reference
+answer (or, for code, its tests). Verifiers that derive the truth from the prompt (arith) or need
+none (reward models) ignore references; verifiers that need them raise ValueError when missing.
+
+An outcome verifier (`process = False`) returns a single
 score per candidate; a process verifier (`process = True`) returns one score per reasoning step
 present in the candidate. Candidates may be partial solutions (a search scores prefixes): steps
 are split on the task's delimiter, and an empty trailing segment (the candidate ends with the
@@ -21,7 +25,12 @@ class Verifier(Protocol):
     name: str
     process: bool
 
-    def score(self, prompts: Sequence[str], candidates: Sequence[str]) -> list[list[float]]: ...
+    def score(
+        self,
+        prompts: Sequence[str],
+        candidates: Sequence[str],
+        references: Sequence[str] | None = None,
+    ) -> list[list[float]]: ...
 
 
 def split_steps(text: str, delimiter: str) -> list[str]:
@@ -34,9 +43,23 @@ def split_steps(text: str, delimiter: str) -> list[str]:
     return steps
 
 
-def check_batch(prompts: Sequence[str], candidates: Sequence[str]) -> None:
+def check_batch(
+    prompts: Sequence[str],
+    candidates: Sequence[str],
+    references: Sequence[str] | None = None,
+    *,
+    need_references: bool = False,
+) -> None:
     if len(prompts) != len(candidates):
         raise ValueError(
             f"score() needs one prompt per candidate: got {len(prompts)} prompts and "
+            f"{len(candidates)} candidates"
+        )
+    if references is None:
+        if need_references:
+            raise ValueError("this verifier needs references (reference answers or tests)")
+    elif len(references) != len(candidates):
+        raise ValueError(
+            f"score() needs one reference per candidate: got {len(references)} references and "
             f"{len(candidates)} candidates"
         )

@@ -1,0 +1,26 @@
+"""Task registry: names to constructors, shared by `ponder eval`, benchmarks and the Python API.
+
+    get_task("arith", level=6) -> Task
+
+Adding a task is a new module and an entry here; options are keyword arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ponder.tasks.arith.task import ArithTask
+from ponder.tasks.base import Task
+
+TASKS: dict[str, Callable[..., Task]] = {
+    "arith": ArithTask,
+}
+
+
+def get_task(name: str, **options) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known: {sorted(TASKS)}")
+    try:
+        return TASKS[name](**options)
+    except TypeError as exc:
+        raise ValueError(f"bad options for task {name!r}: {exc}") from None
