@@ -61,9 +61,13 @@ class BlockManager:
 
     @property
     def stats(self) -> KVStats:
-        cached = sum(1 for b in self._free if self._hash[b] is not None)
+        cached = sum(1 for b in self._free if self._is_registered(b))
         free = len(self._free)
         return KVStats(self.num_blocks, self.num_blocks - free, cached, free)
+
+    def _is_registered(self, block: int) -> bool:
+        h = self._hash[block]
+        return h is not None and self._by_hash.get(h) == block
 
     def ref_count(self, block_id: int) -> int:
         return self._refs[block_id]
@@ -103,14 +107,14 @@ class BlockManager:
         return -(-num_tokens // self.block_size)
 
     def can_allocate(self, token_ids: Sequence[int]) -> bool:
+        if not token_ids:
+            raise ValueError("cannot allocate blocks for an empty sequence")
         hits = self._prefix_hits(token_ids)
         fresh = self._blocks_needed(len(token_ids)) - len(hits)
         revived = sum(1 for b in hits if self._refs[b] == 0)  # hits taken from the free queue
         return fresh + revived <= len(self._free)
 
     def allocate(self, token_ids: Sequence[int]) -> Allocation | None:
-        if not token_ids:
-            raise ValueError("cannot allocate blocks for an empty sequence")
         if not self.can_allocate(token_ids):
             return None
         hits = self._prefix_hits(token_ids)
@@ -169,18 +173,31 @@ class BlockManager:
             block_table.append(self._take())
         return copies
 
-    def fork(self, block_table: Sequence[int]) -> list[int]:
+    def _check_held(self, block_table: Sequence[int], verb: str) -> None:
+        """Validate a whole table before touching any count, so a bad call changes nothing."""
+        drops: dict[int, int] = {}
         for b in block_table:
-            if self._refs[b] <= 0:
+            if not 0 <= b < self.num_blocks:
+                raise RuntimeError(
+                    f"{verb} of block id {b}, outside the pool [0, {self.num_blocks})"
+                )
+            drops[b] = drops.get(b, 0) + 1
+            held = self._refs[b] if verb == "fork" else self._refs[b] - drops[b] + 1
+            if held <= 0 and verb == "free":
+                raise RuntimeError(f"double free of block {b}: its ref count is already 0")
+            if held <= 0:
                 raise RuntimeError(f"fork of block {b}, which nobody holds (ref count 0)")
+
+    def fork(self, block_table: Sequence[int]) -> list[int]:
+        self._check_held(block_table, "fork")
+        for b in block_table:
             self._refs[b] += 1
         return list(block_table)
 
     def free(self, block_table: Sequence[int]) -> None:
+        self._check_held(block_table, "free")
         # Last block first, so a sequence's tail is evicted before its (more shareable) prefix.
         for b in reversed(block_table):
-            if self._refs[b] <= 0:
-                raise RuntimeError(f"double free of block {b}: its ref count is already 0")
             self._refs[b] -= 1
             if self._refs[b] == 0:
                 self._free[b] = None
@@ -198,13 +215,13 @@ class BlockManager:
             if h is None:
                 chunk = tuple(token_ids[i * bs : (i + 1) * bs])
                 h = self._chain(parent, chunk)
-                if h in self._by_hash:  # another block holds this content: stay unhashed
-                    owner = self._by_hash[h]
-                    if self._tokens[owner] != chunk:
-                        return  # a true hash collision: keep the map as it is
-                    parent = h
-                    continue
+                owner = self._by_hash.get(h)
+                if owner is not None and self._tokens[owner] != chunk:
+                    return  # a true hash collision: keep the map as it is
+                # A duplicate of a registered block keeps its hash (so it is never hashed
+                # again) but is not registered: lookups find the owner.
                 self._hash[block] = h
                 self._tokens[block] = chunk
-                self._by_hash[h] = block
+                if owner is None:
+                    self._by_hash[h] = block
             parent = h

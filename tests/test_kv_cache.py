@@ -166,6 +166,41 @@ def test_invariant_errors():
         bm.free(a.block_ids)
     with pytest.raises(ValueError, match="empty"):
         bm.allocate([])
+    with pytest.raises(ValueError, match="empty"):
+        bm.can_allocate([])
+    assert_all_free(bm)
+
+
+def test_bad_free_or_fork_changes_nothing():
+    bm = BlockManager(6, 2)
+    a = bm.allocate([1, 2, 3, 4])
+    held = [bm.ref_count(b) for b in range(6)]
+    free_queue = bm.free_queue()
+    for bad in ([*a.block_ids, -1], [*a.block_ids, 6], [*a.block_ids, a.block_ids[0]] * 2):
+        with pytest.raises(RuntimeError):
+            bm.free(bad)
+        assert [bm.ref_count(b) for b in range(6)] == held and bm.free_queue() == free_queue
+    with pytest.raises(RuntimeError, match="nobody holds"):
+        bm.fork([a.block_ids[0], free_queue[0]])
+    assert [bm.ref_count(b) for b in range(6)] == held
+    bm.free(a.block_ids)
+    assert_all_free(bm)
+
+
+def test_duplicate_content_is_hashed_once_and_not_registered():
+    bm = BlockManager(8, 2)
+    a = bm.allocate([1, 2, 3])
+    b = bm.allocate([5, 6, 7])
+    bm.commit(a.block_ids, [1, 2, 3], 3)
+    # b's first block gets the same content as a's (written by a different path).
+    bm.commit(b.block_ids, [1, 2, 7], 3)
+    owner, dup = a.block_ids[0], b.block_ids[0]
+    assert bm.block_hash(dup) == bm.block_hash(owner) is not None
+    c = bm.allocate([1, 2, 9])
+    assert c.block_ids[0] == owner  # lookups find the registered owner
+    for t in (a, b, c):
+        bm.free(t.block_ids)
+    assert bm.stats.cached_free == 1  # the duplicate does not count as a reachable cache entry
     assert_all_free(bm)
 
 
