@@ -28,7 +28,11 @@ from ponder.verifiers.arith import extract_answer
 RESULTS = Path(__file__).resolve().parent / "results"
 OPTIONS = {"beam": {"beam_width": 4}, "dvts": {"beam_width": 4}, "bom": {"alpha": 0.1}}
 # Labels that run a registered strategy with extra options (adaptive budgets, item 8).
-VARIANTS = {"majority_adaptive": ("majority", {"adaptive": True, "wave": 4})}
+VARIANTS = {
+    "majority_adaptive": ("majority", {"adaptive": True, "wave": 4}),
+    "majority_conf95": ("majority", {"confidence": 0.95, "wave": 4}),
+    "bon_adaptive": ("bon", {"stop_score": 1.0, "wave": 4}),
+}
 
 
 def verifier_for(label: str, noisy: bool, flip_rate: float, seed: int):

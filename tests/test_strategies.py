@@ -101,6 +101,33 @@ def test_adaptive_majority_does_not_stop_while_the_vote_can_flip():
     assert result.answer == "5" and len(result.candidates) == 8
 
 
+def test_adaptive_bon_stops_at_a_top_score_with_the_same_answer():
+    sols = ["A: 1@0.2", "A: 2@0.5", "A: 3@1.0", "A: 4@1.0", "A: 5@0.1", "A: 6@0.3"] + ["A: 7@1"] * 2
+    full, ctx_full = run("bon", cycling(sols), request(8, process=False), wave=2)
+    early, ctx_early = run("bon", cycling(sols), request(8, process=False), wave=2, stop_score=1.0)
+    assert full.answer == early.answer == "3"
+    assert len(early.candidates) == 4 and early.trace[-1]["stopped_early"]
+    assert ctx_early.stats.generated_tokens < ctx_full.stats.generated_tokens
+    never, _ = run("bon", cycling(["A: 1@0.5"]), request(6, process=False), stop_score=1.0)
+    assert len(never.candidates) == 6 and "stopped_early" not in never.trace[-1]
+
+
+def test_confidence_majority_stops_before_the_exact_rule():
+    from ponder.strategies.majority import leader_confidence
+
+    assert leader_confidence({"a": 3}) == 15 / 16  # P(Beta(4, 1) > 1/2) = 1 - 2**-4
+    assert leader_confidence({"a": 2, "b": 2}) == 0.5
+    assert leader_confidence({}) == 0.5
+    sols = ["A: 4@0"] * 5 + ["A: 5@0"] * 11
+    exact, _ = run("majority", cycling(sols), request(16), adaptive=True, wave=1)
+    confident, _ = run("majority", cycling(sols), request(16), wave=1, confidence=0.95)
+    # 3 votes: 1 - 2**-4 < 0.95; 4 votes: 1 - 2**-5 >= 0.95
+    assert len(confident.candidates) == 4 < len(exact.candidates)
+    assert confident.answer == "4" and exact.answer == "5"  # the risk the threshold takes
+    with pytest.raises(ValueError, match="confidence"):
+        run("majority", cycling(sols), request(4), confidence=1.0)
+
+
 def test_weighted_majority_uses_scores():
     sols = ["A: 1@0.9", "A: 2@0.2", "A: 2@0.3"]
     result, _ = run("weighted_majority", cycling(sols), request(3, process=False))
