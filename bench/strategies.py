@@ -27,6 +27,7 @@ from ponder.verifiers.arith import extract_answer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OPTIONS = {"beam": {"beam_width": 4}, "dvts": {"beam_width": 4}, "bom": {"alpha": 0.1}}
+UNSCORED = {"sample", "majority"}  # strategies that never call the verifier
 # Labels that run a registered strategy with extra options (adaptive budgets, item 8).
 VARIANTS = {
     "majority_adaptive": ("majority", {"adaptive": True, "wave": 4}),
@@ -83,7 +84,10 @@ def plot(rows: list[dict], path: Path) -> None:
                 (r["mean_tokens"], r["accuracy"])
                 for r in rows
                 if r["strategy"] == strategy
-                and (r["verifier"].startswith("noisy") == noisy or r["n"] == 1)
+                and (
+                    r["verifier"].startswith("noisy") == noisy
+                    or VARIANTS.get(strategy, (strategy,))[0] in UNSCORED
+                )
             )
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", label=strategy, color=colors[strategy])
@@ -121,6 +125,8 @@ def main() -> None:
     ]
     for noisy in (False, True):
         for strategy in args.strategies:
+            if noisy and VARIANTS.get(strategy, (strategy,))[0] in UNSCORED:
+                continue  # its verifier is never called: the noisy run would repeat the exact one
             for n in args.budgets:
                 v = verifier_for(strategy, noisy, args.flip_rate, args.seed)
                 row = asyncio.run(cell(engine, problems, strategy, n, v, args.seed))
