@@ -90,6 +90,21 @@ class Engine:
     def encode(self, text: str) -> tuple[int, ...]:
         return tuple(self.tokenizer(text).input_ids)
 
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def chat_prompt(self, message: str) -> tuple[int, ...]:
+        """Token ids of `message` as one user turn in the model's chat template, ready for the
+        assistant's reply. The template writes its own special tokens, so none are added twice.
+        ValueError when the model has no chat template."""
+        if not self.has_chat_template:
+            raise ValueError(f"the model at {self.model_path} has no chat template")
+        text = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": message}], add_generation_prompt=True, tokenize=False
+        )
+        return tuple(self.tokenizer(text, add_special_tokens=False).input_ids)
+
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 

@@ -35,6 +35,10 @@ class Task(abc.ABC):
     process_verifier: str | None = None  # default for process strategies; None: none exists
     step_delimiter: str = "\n"
     chat: bool = False
+    # Generation bounds: a step ends at the delimiter or after max_step_tokens; a whole
+    # solution (sampling strategies) gets max_steps * max_step_tokens tokens at most.
+    max_steps: int = 40
+    max_step_tokens: int = 256
 
     @abc.abstractmethod
     def items(self, limit: int, seed: int) -> list[Item]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +21,14 @@ from ponder.engine.sampling_params import SamplingParams
 from ponder.strategies import SearchRequest, get_strategy
 from ponder.tasks.base import Item, Task
 from ponder.verifiers import make_verifier
+
+
+def prompt_for(engine, task: Task, item: Item):
+    """A chat task's prompt goes through the model's chat template when it has one (token ids);
+    otherwise, and for completion tasks like arith, the raw text is continued."""
+    if task.chat and engine.has_chat_template:
+        return engine.chat_prompt(item.prompt)
+    return item.prompt
 
 
 def read_done(out: Path) -> dict[str, dict]:
@@ -53,6 +62,12 @@ async def evaluate(
     on_record: Callable[[dict], None] = lambda r: None,
 ) -> list[dict]:
     run = get_strategy(strategy)
+    if task.chat and not engine.has_chat_template:
+        warnings.warn(
+            f"task {task.name!r} is written for chat models but {engine.model_path} has no chat "
+            "template: prompting with the raw text",
+            stacklevel=2,
+        )
     verifier = make_verifier(verifier_name, **verifier_options)
     done = read_done(out)
     todo = [(i, it) for i, it in enumerate(items) if it.id not in done]
@@ -67,10 +82,12 @@ async def evaluate(
         async def solve(index: int, item: Item) -> None:
             async with gate:
                 request = SearchRequest(
-                    prompt=item.prompt,
+                    prompt=prompt_for(engine, task, item),
                     verifier=verifier,
                     n=n,
                     step_delimiter=task.step_delimiter,
+                    max_steps=task.max_steps,
+                    max_step_tokens=task.max_step_tokens,
                     extract_answer=task.extract_answer,
                     reference=item.reference,
                 )

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from ponder.verifiers.arith import ArithOutcomeVerifier, ArithStepVerifier, NoisyVerifier
 from ponder.verifiers.base import Verifier
+from ponder.verifiers.math_answer import ExactMatchVerifier, MathEquivVerifier, RegexMatchVerifier
 
 
 def _noisy_step(flip_rate: float = 0.1, seed: int = 0) -> Verifier:
@@ -27,6 +28,9 @@ VERIFIERS: dict[str, Callable[..., Verifier]] = {
     "arith_step": ArithStepVerifier,
     "arith_noisy_step": _noisy_step,
     "arith_noisy_outcome": _noisy_outcome,
+    "math_equiv": MathEquivVerifier,
+    "exact_match": ExactMatchVerifier,
+    "regex_match": RegexMatchVerifier,
 }
 
 
