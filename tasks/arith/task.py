@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from ponder.tasks.arith.problems import DEFAULT_LEVEL, LEVELS, STEP_DELIMITER, generate
+from ponder.tasks.arith.problems import (
+    DEFAULT_LEVEL,
+    LEVELS,
+    SPLITS,
+    STEP_DELIMITER,
+    generate,
+)
 from ponder.tasks.base import Item, Task
 from ponder.verifiers.arith import extract_answer
 
@@ -13,15 +19,18 @@ class ArithTask(Task):
     process_verifier = "arith_step"
     step_delimiter = STEP_DELIMITER
 
-    def __init__(self, level: int = DEFAULT_LEVEL):
+    def __init__(self, level: int = DEFAULT_LEVEL, split: str = "heldout"):
         if level not in LEVELS:
             raise ValueError(f"unknown arith level {level}; known: {sorted(LEVELS)}")
-        self.level = level
+        if split not in SPLITS:
+            raise ValueError(f"unknown arith split {split!r}; known: {list(SPLITS)}")
+        self.level, self.split = level, split
 
     def items(self, limit: int, seed: int) -> list[Item]:
-        problems = generate(limit, split="heldout", seed=seed, difficulty=self.level)
+        problems = generate(limit, split=self.split, seed=seed, difficulty=self.level)
+        prefix = "arith" if self.split == "heldout" else f"arith-{self.split}"
         return [
-            Item(f"arith-{self.level}-{seed}-{i}", p.prompt, str(p.answer))
+            Item(f"{prefix}-{self.level}-{seed}-{i}", p.prompt, str(p.answer))
             for i, p in enumerate(problems)
         ]
 
