@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from ponder.verifiers.arith import ArithOutcomeVerifier, ArithStepVerifier, NoisyVerifier
 from ponder.verifiers.base import Verifier
+from ponder.verifiers.code import CodeTestsVerifier
 from ponder.verifiers.math_answer import ExactMatchVerifier, MathEquivVerifier, RegexMatchVerifier
 
 
@@ -31,6 +32,7 @@ VERIFIERS: dict[str, Callable[..., Verifier]] = {
     "math_equiv": MathEquivVerifier,
     "exact_match": ExactMatchVerifier,
     "regex_match": RegexMatchVerifier,
+    "code_tests": CodeTestsVerifier,
 }
 
 
