@@ -14,6 +14,7 @@ from ponder.verifiers.arith import ArithOutcomeVerifier, ArithStepVerifier, Nois
 from ponder.verifiers.base import Verifier
 from ponder.verifiers.code import CodeTestsVerifier
 from ponder.verifiers.math_answer import ExactMatchVerifier, MathEquivVerifier, RegexMatchVerifier
+from ponder.verifiers.reward_model import OutcomeRewardModel, ProcessRewardModel
 
 
 def _noisy_step(flip_rate: float = 0.1, seed: int = 0) -> Verifier:
@@ -33,6 +34,8 @@ VERIFIERS: dict[str, Callable[..., Verifier]] = {
     "exact_match": ExactMatchVerifier,
     "regex_match": RegexMatchVerifier,
     "code_tests": CodeTestsVerifier,
+    "orm": OutcomeRewardModel,  # path=<HF sequence-classification folder>
+    "prm": ProcessRewardModel,  # path=..., convention=step_token|tag_token
 }
 
 
