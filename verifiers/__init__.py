@@ -13,8 +13,9 @@ from collections.abc import Callable
 from ponder.verifiers.arith import ArithOutcomeVerifier, ArithStepVerifier, NoisyVerifier
 from ponder.verifiers.base import Verifier
 from ponder.verifiers.code import CodeTestsVerifier
+from ponder.verifiers.judge import LLMJudge
 from ponder.verifiers.math_answer import ExactMatchVerifier, MathEquivVerifier, RegexMatchVerifier
-from ponder.verifiers.reward_model import OutcomeRewardModel, ProcessRewardModel
+from ponder.verifiers.reward_model import LastStepOutcome, OutcomeRewardModel, ProcessRewardModel
 
 
 def _noisy_step(flip_rate: float = 0.1, seed: int = 0) -> Verifier:
@@ -23,6 +24,17 @@ def _noisy_step(flip_rate: float = 0.1, seed: int = 0) -> Verifier:
 
 def _noisy_outcome(flip_rate: float = 0.1, seed: int = 0) -> Verifier:
     return NoisyVerifier(ArithOutcomeVerifier(), flip_rate=flip_rate, seed=seed)
+
+
+def _arith_prm(batch_size: int = 64, device: str = "cpu") -> Verifier:
+    from ponder.tasks.arith import embedded_reward_model_path
+
+    path = str(embedded_reward_model_path())
+    return ProcessRewardModel(path, batch_size=batch_size, device=device, name="arith_prm")
+
+
+def _arith_orm(batch_size: int = 64, device: str = "cpu") -> Verifier:
+    return LastStepOutcome(_arith_prm(batch_size, device), name="arith_orm")
 
 
 VERIFIERS: dict[str, Callable[..., Verifier]] = {
@@ -36,6 +48,9 @@ VERIFIERS: dict[str, Callable[..., Verifier]] = {
     "code_tests": CodeTestsVerifier,
     "orm": OutcomeRewardModel,  # path=<HF sequence-classification folder>
     "prm": ProcessRewardModel,  # path=..., convention=step_token|tag_token
+    "arith_prm": _arith_prm,  # the learned arith PRM (tasks/arith/train_rm.py)
+    "arith_orm": _arith_orm,  # the same checkpoint, last step's score as the outcome
+    "judge": LLMJudge,  # path=<a model folder>: P(yes) to "is this solution correct?"
 }
 
 

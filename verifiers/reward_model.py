@@ -58,6 +58,19 @@ def _batched_ids(tokenizer, sequences: list[list[int]], device) -> tuple[torch.T
     return ids, mask
 
 
+def step_layout(
+    tokenizer, separator_id: int, delimiter: str, prompt: str, candidate: str
+) -> tuple[list[int], list[int]]:
+    """Token ids (prompt, then each step followed by the separator) and separator positions.
+    PRM training (tasks/arith/train_rm.py) builds its inputs with this same function."""
+    ids = tokenizer.encode(prompt)
+    positions = []
+    for step in split_steps(candidate, delimiter):
+        ids += tokenizer.encode(step, add_special_tokens=False) + [separator_id]
+        positions.append(len(ids) - 1)
+    return ids, positions
+
+
 class OutcomeRewardModel:
     process = False
 
@@ -130,13 +143,9 @@ class ProcessRewardModel:
             )
 
     def layout(self, prompt: str, candidate: str) -> tuple[list[int], list[int]]:
-        """Token ids (prompt, then each step followed by the separator) and separator positions."""
-        ids = self.tokenizer.encode(prompt)
-        positions = []
-        for step in split_steps(candidate, self.step_delimiter):
-            ids += self.tokenizer.encode(step, add_special_tokens=False) + [self.separator_id]
-            positions.append(len(ids) - 1)
-        return ids, positions
+        return step_layout(
+            self.tokenizer, self.separator_id, self.step_delimiter, prompt, candidate
+        )
 
     @torch.inference_mode()
     def score(self, prompts, candidates, references=None) -> list[list[float]]:
@@ -156,6 +165,18 @@ class ProcessRewardModel:
                     scores = pair[:, 0]
                 out.append([float(s) for s in scores])
         return out
+
+
+class LastStepOutcome:
+    """A PRM used as an outcome verifier: the last step's score (0.0 for an empty candidate)."""
+
+    process = False
+
+    def __init__(self, prm: ProcessRewardModel, name: str):
+        self.prm, self.name = prm, name
+
+    def score(self, prompts, candidates, references=None) -> list[list[float]]:
+        return [[s[-1] if s else 0.0] for s in self.prm.score(prompts, candidates, references)]
 
 
 def scores_of(verifier, prompts: Sequence[str], candidates: Sequence[str]) -> list[list[float]]:

@@ -27,6 +27,7 @@ __all__ = [
     "Difficulty",
     "Problem",
     "embedded_model_path",
+    "embedded_reward_model_path",
     "generate",
     "level",
     "make_problem",
@@ -40,5 +41,16 @@ def embedded_model_path() -> Path:
         raise RuntimeError(
             f"the embedded arith model is missing at {path}; reinstall ponder "
             "(`pip install .`) or retrain it with `python -m ponder.tasks.arith.train`"
+        )
+    return path
+
+
+def embedded_reward_model_path() -> Path:
+    """The shipped learned reward model (tasks/arith/train_rm.py); RuntimeError if missing."""
+    path = Path(__file__).resolve().parent / "reward_model"
+    if not (path / "config.json").is_file():
+        raise RuntimeError(
+            f"the arith reward model is missing at {path}; reinstall ponder or retrain it with "
+            "`python -m ponder.tasks.arith.train_rm --out <that folder>`"
         )
     return path
