@@ -38,9 +38,7 @@ def main() -> None:
     start = time.perf_counter()
     source = gguf_dir()
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_NAME)
-    model = AutoModelForCausalLM.from_pretrained(
-        source, gguf_file=GGUF_NAME, dtype=torch.float32
-    )
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_NAME, dtype=torch.float32)
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -48,8 +46,15 @@ def main() -> None:
     model.save_pretrained(args.out)
     tokenizer.save_pretrained(args.out)
     params = sum(p.numel() for p in model.parameters())
-    print(json.dumps({"out": str(args.out), "params": params,
-                      "seconds": round(time.perf_counter() - start, 1)}))
+    print(
+        json.dumps(
+            {
+                "out": str(args.out),
+                "params": params,
+                "seconds": round(time.perf_counter() - start, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
