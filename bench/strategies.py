@@ -119,6 +119,24 @@ def main() -> None:
         )
         return
     problems = generate(args.problems, split="heldout", seed=args.seed, difficulty=DEFAULT_LEVEL)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(rows: list[dict], complete: bool) -> dict:
+        """Written after every cell, so a run stopped early keeps what it measured."""
+        result = {
+            "bench": "strategies",
+            "problems": args.problems,
+            "level": DEFAULT_LEVEL,
+            "seed": args.seed,
+            "flip_rate": args.flip_rate,
+            "budgets": args.budgets,
+            "complete": complete,
+            "rows": rows,
+        }
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        return result
+
     engine = Engine.from_pretrained(None, kv_cache_gb=4.0)
     rows = [
         asyncio.run(cell(engine, problems, "sample", 1, make_verifier("arith_outcome"), args.seed))
@@ -132,6 +150,7 @@ def main() -> None:
                 row = asyncio.run(cell(engine, problems, strategy, n, v, args.seed))
                 if row:
                     rows.append(row)
+                    save(rows, complete=False)
                     print(
                         f"{strategy:>18} n={n:<3} {v.name:<20} acc {row['accuracy']:.3f} "
                         f"tokens {row['mean_tokens']:>8.0f}  {row['seconds']:>6.1f}s",
@@ -146,18 +165,7 @@ def main() -> None:
             f"{r['strategy']:>18} {r['n']:>3} {r['verifier']:<20} {r['accuracy']:>8.3f} "
             f"{r['mean_tokens']:>8.0f} {r['mean_verifier_calls']:>6.0f}"
         )
-    result = {
-        "bench": "strategies",
-        "problems": args.problems,
-        "level": DEFAULT_LEVEL,
-        "seed": args.seed,
-        "flip_rate": args.flip_rate,
-        "budgets": args.budgets,
-        "rows": rows,
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    result = save(rows, complete=True)
     plot(rows, out.with_suffix(".png"))
     print(json.dumps(result))
 
