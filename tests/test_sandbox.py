@@ -150,3 +150,16 @@ def test_humaneval_canonical_solutions_pass_and_wrong_ones_fail():
     assert not task.is_correct(items[0], "    return None\n")
     assert not task.is_correct(items[0], None)
     assert task.extract_answer("    return 1\n\ndef other():\n    pass") == "    return 1\n"
+
+
+def test_rlimits_only_mode_still_protects_the_caller():
+    """Without namespaces (not root, or the interpreter hidden), the child shares our uid: the
+    audit hook must still stop it signalling us or opening sockets."""
+    weak = Sandbox(LIMITS, workers=1)
+    weak.isolation = "rlimits-only"
+    kill = weak.run("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n")
+    assert kill.outcome == "failed" and "signalling other processes" in kill.stderr
+    sock = weak.run("import socket\nsocket.socket()\n")
+    assert sock.outcome == "failed" and "network access is disabled" in sock.stderr
+    loop = weak.run("while True:\n    pass\n")
+    assert loop.outcome == "timeout"

@@ -16,8 +16,9 @@ under these limits:
   /run/lock, /dev/shm; gone when the run ends), and the unprivileged uid `nobody` (cannot signal
   the caller, read its 0600 files or /root, write anywhere else, or exceed RLIMIT_NPROC
   processes, which root would ignore). Work dirs then live under /var/lib/ponder-sandbox.
-- Always: an audit hook in the child refuses socket creation, so the no-network rule holds in
-  spirit even where namespaces are unavailable.
+- Always: an audit hook in the child refuses socket creation and signals to other processes,
+  so the no-network and do-not-touch-the-caller rules hold where namespaces are unavailable
+  (ctypes can bypass audit hooks: that mode is weaker, and says so).
 Where the namespaces or the uid switch are unavailable (not root, a locked-down container),
 `Sandbox.isolation` says so and only the rlimits, the session kill and the audit hook apply: the
 child then runs as the caller's uid and can read what the caller can. It is a guard against
@@ -45,14 +46,20 @@ from dataclasses import dataclass
 
 NOBODY = 65534
 # Refuse sockets inside the child even without a network namespace (defence in depth).
+# Refuse signals to other processes too: without the uid switch the child shares our uid.
 PREAMBLE = (
-    "import sys as _s\n"
-    "def _guard(event, args):\n"
+    "import sys as _s, os as _o\n"
+    "def _guard(event, args, _me=_o.getpid()):\n"
     "    if event in ('socket.__new__', 'socket.connect', 'socket.bind'):\n"
     "        raise PermissionError('network access is disabled in the sandbox')\n"
+    "    if event in ('os.kill', 'os.killpg') and args[0] not in (_me, 0):\n"
+    "        raise PermissionError('signalling other processes is disabled in the sandbox')\n"
     "_s.addaudithook(_guard)\n"
-    "del _s, _guard\n"
+    "del _s, _o, _guard\n"
 )
+# The interpreter by its real path: a venv's bin/python may sit under /tmp, which the isolated
+# mode hides behind a private tmpfs.
+PYTHON = os.path.realpath(sys.executable)
 OUTCOMES = ("passed", "failed", "timeout", "memory", "output_limit", "crashed")
 
 
@@ -113,7 +120,7 @@ def probe_isolation() -> str:
     try:
         os.makedirs(ISOLATED_BASE, mode=0o711, exist_ok=True)
         done = subprocess.run(
-            _isolated_command([sys.executable, "-I", "-S", "-c", "pass"]),
+            _isolated_command([PYTHON, "-I", "-S", "-c", "pass"]),
             capture_output=True,
             timeout=20,
         )
@@ -131,6 +138,17 @@ def _set_limits(limits: Limits) -> None:
     resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
     resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _exited(pid: int, seconds: float) -> bool:
+    """Wait up to `seconds` for the child to exit WITHOUT reaping it (WNOWAIT)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
 
 
 def _tail(path: str) -> str:
@@ -170,7 +188,7 @@ class Sandbox:
             code_dir = tempfile.mkdtemp(dir=work)
             with open(os.path.join(code_dir, "main.py"), "w") as f:
                 f.write(PREAMBLE + source)
-            command = [sys.executable, "-I", "-S", "main.py"]
+            command = [PYTHON, "-I", "-S", "main.py"]
             if isolated:
                 os.chown(code_dir, NOBODY, NOBODY)
                 command = _isolated_command(command)
@@ -187,11 +205,8 @@ class Sandbox:
                     preexec_fn=functools.partial(_set_limits, self.limits),
                     close_fds=True,
                 )
-                timed_out = False
                 try:
-                    child.wait(timeout=self.limits.wall_seconds)
-                except subprocess.TimeoutExpired:
-                    timed_out = True
+                    timed_out = not _exited(child.pid, self.limits.wall_seconds)
                 finally:
                     self._kill_tree(child)
             code = child.returncode
@@ -213,7 +228,9 @@ class Sandbox:
 
     @staticmethod
     def _kill_tree(child: subprocess.Popen) -> None:
-        """Kill the child's whole session; in the PID namespace, its end kills the rest."""
+        """Kill the child's whole session, then reap it. The leader is not reaped before the
+        kill (see `_exited`), so its pid, the group's id, cannot have been reused by then. In
+        the PID namespace, the end of its first process also kills the rest."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(child.pid, signal.SIGKILL)
         child.wait()
