@@ -1,27 +1,25 @@
 """Held-out quality of the learned arith reward model against the exact checkers.
 
-    python bench/arith_reward_model.py [--problems 150 --samples 8]
+    python bench/arith_reward_model.py [--problems 80 --samples 8 --seed 1]
 
 Samples solutions to HELD-OUT problems from the embedded model (seeded), scores them with the
 learned PRM (`arith_prm`, tasks/arith/reward_model) and with the exact step checker, and reports
 step-level and outcome-level (last step vs the exact outcome) AUROC, accuracy at threshold 0.5,
-and a 10-bin reliability table (mean predicted vs empirical rate). It also times scoring:
-candidates/s batched (batch 64) vs one by one, same run. Prints tables and a final JSON line;
-writes bench/results/arith_reward_model.json.
+and a 10-bin reliability table (mean predicted vs empirical rate). Prints tables and a final
+JSON line; writes bench/results/arith_reward_model.json. Scoring speed is
+bench/reward_model_throughput.py's job, not this script's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 from ponder.engine import Engine, SamplingParams
 from ponder.tasks.arith import DEFAULT_LEVEL, generate
 from ponder.verifiers import make_verifier
-from ponder.verifiers.reward_model import scores_of
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -54,7 +52,7 @@ def reliability(scores: np.ndarray, labels: np.ndarray, bins: int = 10) -> list[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--problems", type=int, default=150)
+    parser.add_argument("--problems", type=int, default=80)
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default=str(RESULTS / "arith_reward_model.json"))
@@ -68,14 +66,7 @@ def main() -> None:
     prompts = [p.prompt for p, o in zip(problems, outputs, strict=True) for _ in o.outputs]
     texts = [c.text for o in outputs for c in o.outputs]
     exact = make_verifier("arith_step").score(prompts, texts)
-    prm = make_verifier("arith_prm")
-    start = time.perf_counter()
-    learned = prm.score(prompts, texts)
-    batched_s = time.perf_counter() - start
-    few = min(128, len(texts))
-    start = time.perf_counter()
-    scores_of(prm, prompts[:few], texts[:few])
-    single_s = time.perf_counter() - start
+    learned = make_verifier("arith_prm").score(prompts, texts)
     step_pred = np.array([x for s in learned for x in s])
     step_true = np.array([x for s in exact for x in s])
     out_pred = np.array([s[-1] if s else 0.0 for s in learned])
@@ -94,12 +85,7 @@ def main() -> None:
         "outcome_positive_rate": round(float(out_true.mean()), 4),
         "step_reliability": reliability(step_pred, step_true),
         "outcome_reliability": reliability(out_pred, out_true),
-        "scoring_batched_cands_per_s": round(len(texts) / batched_s, 1),
-        "scoring_single_cands_per_s": round(few / single_s, 1),
     }
-    result["batched_speedup"] = round(
-        result["scoring_batched_cands_per_s"] / result["scoring_single_cands_per_s"], 2
-    )
     print(f"{'level':<8} {'AUROC':>6} {'acc@0.5':>8}")
     print(f"{'step':<8} {result['step_auroc']:>6} {result['step_accuracy@0.5']:>8}")
     print(f"{'outcome':<8} {result['outcome_auroc']:>6} {result['outcome_accuracy@0.5']:>8}")
@@ -108,10 +94,6 @@ def main() -> None:
         print(
             f"{row['bin']:<10} {row['count']:>6} {row['mean_predicted']:>9} {row['empirical']:>9}"
         )
-    print(
-        f"\nscoring: {result['scoring_batched_cands_per_s']} candidates/s batched vs "
-        f"{result['scoring_single_cands_per_s']} one by one ({result['batched_speedup']}x)"
-    )
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))
 

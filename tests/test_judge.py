@@ -1,6 +1,8 @@
 """LLM-as-judge plumbing on the embedded model (its char tokenizer makes "1"/"0" the yes/no
 tokens); the real-model behaviour is reported in the issue notes, not asserted here."""
 
+import math
+
 import pytest
 from ponder.engine import Engine
 from ponder.engine.outputs import Logprob
@@ -15,12 +17,15 @@ def engine():
 
 
 def test_yes_probability_rule():
-    assert yes_probability({5: Logprob(-1.0), 6: Logprob(-1.0)}, 5, 6) == 0.5
-    assert yes_probability({5: Logprob(0.0)}, 5, 6) == 1.0
-    assert yes_probability({7: Logprob(0.0)}, 5, 6) == 0.5  # neither in the top: no opinion
-    assert yes_probability({5: Logprob(-2.0), 6: Logprob(-1.0)}, 5, 6) == pytest.approx(
-        1 / (1 + 2.718281828**1)
+    assert yes_probability({5: Logprob(-1.0), 6: Logprob(-1.0)}, [5], [6]) == 0.5
+    assert yes_probability({5: Logprob(0.0)}, [5], [6]) == 1.0
+    assert yes_probability({7: Logprob(0.0)}, [5], [6]) == 0.5  # neither in the top: no opinion
+    assert yes_probability({5: Logprob(-2.0), 6: Logprob(-1.0)}, [5], [6]) == pytest.approx(
+        1 / (1 + math.e)
     )
+    # Spellings of one verdict add up: P(yes) = 0.1 + 0.2, P(no) = 0.3.
+    top = {5: Logprob(math.log(0.1)), 8: Logprob(math.log(0.2)), 6: Logprob(math.log(0.3))}
+    assert yes_probability(top, [5, 8], [6, 9]) == pytest.approx(0.5)
 
 
 def test_judge_scores_every_candidate_in_one_batch(engine):
@@ -38,5 +43,12 @@ def test_judge_errors(engine):
         make_verifier("judge")
     with pytest.raises(ValueError, match="yes token 'yes' is not a single token"):
         make_verifier("judge", engine=engine)
+    with pytest.raises(ValueError, match="no token 'nope' is not a single token"):
+        make_verifier("judge", engine=engine, yes=["1", "+"], no=["0", "nope"])
+    with pytest.raises(ValueError, match="at least one no token spelling"):
+        make_verifier("judge", engine=engine, yes="1", no=[])
+    assert make_verifier("judge", engine=engine, yes=["1", "1"], no="0").yes_ids == (
+        engine.tokenizer.encode("1", add_special_tokens=False)[0],
+    )
     with pytest.raises(ValueError, match="template"):
         make_verifier("judge", engine=engine, yes="1", no="0", template="no fields")

@@ -5,6 +5,7 @@ import pytest
 import torch
 from ponder.tasks.arith import embedded_model_path
 from ponder.verifiers import make_verifier
+from ponder.verifiers.process_reward_model import LastStepOutcome
 from ponder.verifiers.reward_model import scores_of
 from transformers import (
     AutoTokenizer,
@@ -18,9 +19,11 @@ PROMPTS = ["Q: 1+2\n", "Q: 3*4+5\n", "Q: 7\n"]
 CANDIDATES = ["1+2=3;3\nA: 3", "3*4=12;12+5\n12+5=17;17\nA: 17\n", "A: 7"]
 
 
-def tiny(tmp_path, cls, template=False, **config):
+def tiny(tmp_path, cls, template=False, pad=True, **config):
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_path())
+    if not pad:  # like most causal-LM tokenizers: the loader must fall back to eos as pad
+        tokenizer.pad_token = None
     if template:
         tokenizer.chat_template = (
             "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
@@ -32,7 +35,7 @@ def tiny(tmp_path, cls, template=False, **config):
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        pad_token_id=tokenizer.pad_token_id,
+        pad_token_id=tokenizer.pad_token_id if pad else None,
         **config,
     )
     cls(cfg).save_pretrained(tmp_path)
@@ -84,3 +87,36 @@ def test_tag_token_prm_and_token_errors(tmp_path):
         make_verifier("prm", path=path, convention="tag_token", separator="ab")
     with pytest.raises(ValueError, match="convention"):
         make_verifier("prm", path=path, convention="nope")
+
+
+def test_orm_without_pad_token_pads_with_eos(tmp_path):
+    path = tiny(tmp_path, LlamaForSequenceClassification, pad=False, num_labels=1)
+    orm = make_verifier("orm", path=path, batch_size=8)
+    assert orm.tokenizer.pad_token_id == orm.tokenizer.eos_token_id
+    assert orm.model.config.pad_token_id == orm.tokenizer.eos_token_id
+    batched = torch.tensor(orm.score(PROMPTS, CANDIDATES))
+    assert torch.allclose(batched, torch.tensor(scores_of(orm, PROMPTS, CANDIDATES)), atol=1e-5)
+
+
+def test_prm_padding_invariance_and_empty_candidates(tmp_path):
+    path = tiny(tmp_path, LlamaForTokenClassification, num_labels=2)
+    prm = make_verifier("prm", path=path, batch_size=16)
+    alone = prm.score(PROMPTS[:1], CANDIDATES[:1])[0]
+    # Batched with a far longer candidate (lots of right padding on this row), in any position.
+    long = "\n".join(["12+34=46;46"] * 20)
+    for prompts, candidates, row in [
+        ([PROMPTS[0], "Q: 9\n"], [CANDIDATES[0], long], 0),
+        (["Q: 9\n", PROMPTS[0]], [long, CANDIDATES[0]], 1),
+    ]:
+        assert prm.score(prompts, candidates)[row] == pytest.approx(alone, abs=1e-5)
+    assert prm.score(["Q: 1\n", "Q: 2\n"], ["", CANDIDATES[0]])[0] == []
+    # The arith_orm wrapper on a PRM: the last step's score, 0.0 for an empty candidate.
+    assert LastStepOutcome(prm, name="o").score(["Q: 1\n"], [""]) == [[0.0]]
+
+
+def test_bad_options(tmp_path):
+    path = tiny(tmp_path, LlamaForTokenClassification, num_labels=3)
+    with pytest.raises(ValueError, match="needs 2 labels"):
+        make_verifier("prm", path=path)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        make_verifier("prm", path=path, batch_size=0)

@@ -15,7 +15,8 @@ from ponder.verifiers.base import Verifier
 from ponder.verifiers.code import CodeTestsVerifier
 from ponder.verifiers.judge import LLMJudge
 from ponder.verifiers.math_answer import ExactMatchVerifier, MathEquivVerifier, RegexMatchVerifier
-from ponder.verifiers.reward_model import LastStepOutcome, OutcomeRewardModel, ProcessRewardModel
+from ponder.verifiers.process_reward_model import LastStepOutcome, ProcessRewardModel
+from ponder.verifiers.reward_model import OutcomeRewardModel
 
 
 def _noisy_step(flip_rate: float = 0.1, seed: int = 0) -> Verifier:

@@ -1,6 +1,6 @@
 """Train the arith world's learned process reward model (the realistic, imperfect verifier).
 
-    python -m ponder.tasks.arith.train_rm --out tasks/arith/reward_model [--problems 400]
+    python -m ponder.tasks.arith.train_rm --out tasks/arith/reward_model [--problems 300]
 
 1. Sample `--samples` solutions per TRAIN-split problem (default level) from the embedded model
    with the engine (temperature 1, seeded).
@@ -10,7 +10,7 @@
 3. Train a `LlamaForTokenClassification` (2 classes) warm-started from the embedded model's
    weights, in the step_token convention: the char tokenizer's "\\n" is the step separator, and
    the loss is cross-entropy at the separator after each step (inputs built by
-   verifiers/reward_model.step_layout, exactly what ProcessRewardModel scores at inference).
+   verifiers/process_reward_model.step_layout, exactly what ProcessRewardModel scores at inference).
 4. Save the checkpoint + tokenizer + training.json (seed, data counts, loss curve, wall time).
 
 Everything is seeded; the result is registered as the `arith_prm` / `arith_orm` verifiers.
@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 from ponder.tasks.arith import DEFAULT_LEVEL, STEP_DELIMITER, embedded_model_path, generate
 from ponder.verifiers.arith import ArithStepVerifier
-from ponder.verifiers.reward_model import single_token_id, step_layout
+from ponder.verifiers.process_reward_model import step_layout
+from ponder.verifiers.reward_model import single_token_id
 
 
 def sample_labelled(problems, samples: int, seed: int) -> list[tuple[str, str, list[float]]]:
@@ -72,7 +73,7 @@ def batch_tensors(batch, pad_id: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--problems", type=int, default=400)
+    parser.add_argument("--problems", type=int, default=300)
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
