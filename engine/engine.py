@@ -146,10 +146,19 @@ class Engine:
 
     # ------------------------------------------------------------------ searching
 
-    def search(self, params: SamplingParams | None = None, *, seed: int | None = None):
-        """A SearchContext on this engine; use it as `async with` or `with` to release all."""
+    def search(
+        self,
+        params: SamplingParams | None = None,
+        *,
+        seed: int | None = None,
+        question: str | None = None,
+    ):
+        """A SearchContext on this engine; use it as `async with` or `with` to release all.
+
+        `question` is what verifiers see as the prompt (e.g. the user message before the chat
+        template wrapped it); by default they see the decoded prompt tokens."""
         seed = self._seeds.getrandbits(63) if seed is None else seed
-        return EngineContext(self, params, seed=seed)
+        return EngineContext(self, params, seed=seed, question=question)
 
     # ------------------------------------------------------------------ plain sampling
 

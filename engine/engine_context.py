@@ -64,10 +64,18 @@ class _BranchState:
 
 
 class EngineContext(SearchContext):
-    def __init__(self, engine: Engine, params: SamplingParams | None = None, *, seed: int = 0):
+    def __init__(
+        self,
+        engine: Engine,
+        params: SamplingParams | None = None,
+        *,
+        seed: int = 0,
+        question: str | None = None,
+    ):
         self.engine = engine
         self.params = params or SamplingParams()
         self.seed = seed
+        self.question = question  # the prompt verifiers see; None: the decoded prompt tokens
         self.stats = SearchStats()
         self._states: dict[int, _BranchState] = {}
         self._ids = itertools.count()
@@ -169,6 +177,8 @@ class EngineContext(SearchContext):
         return self.engine.decode(self._state(branch).token_ids[branch.prompt_length :])
 
     def prompt_text(self, branch: Branch) -> str:
+        if self.question is not None:
+            return self.question
         return self.engine.decode(self._state(branch).token_ids[: branch.prompt_length])
 
     def logprobs(self, branch: Branch) -> tuple[float, ...]:

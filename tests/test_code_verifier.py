@@ -1,0 +1,105 @@
+"""The code_tests verifier and the HumanEval task: references, scoring, outcomes, and HumanEval's
+canonical solutions (all 164 pass)."""
+
+import json
+
+import pytest
+from ponder.tasks.registry import get_task
+from ponder.verifiers import make_verifier
+from ponder.verifiers.code import build_program, code_reference, truncate
+
+TEST = "def check(f):\n    assert f(2) == 4"
+PROMPT = "def double(x):\n"
+
+
+@pytest.fixture(scope="module")
+def verifier():
+    return make_verifier("code_tests", wall_seconds=1, workers=2)
+
+
+@pytest.fixture(scope="module")
+def humaneval():
+    task = get_task("humaneval")
+    return task, task.items(164, seed=0)
+
+
+def test_scores_and_outcomes(verifier):
+    ref = code_reference(TEST, "double")
+    candidates = ["    return 2 * x\n", "    return x\n", "    while True:\n        pass\n"]
+    results = verifier.run([PROMPT] * 3, candidates, [ref] * 3)
+    assert [r.outcome for r in results] == ["passed", "failed", "timeout"]
+    assert "AssertionError" in results[1].stderr
+    assert verifier.score([PROMPT] * 2, candidates[:2], [ref] * 2) == [[1.0], [0.0]]
+    assert verifier.name == "code_tests" and verifier.process is False
+
+
+def test_prefix_and_stop_sequences_come_from_the_reference(verifier):
+    whole = code_reference(TEST, "double", prefix="")
+    assert verifier.score(["ignored"], ["def double(x):\n    return x + x\n"], [whole]) == [[1.0]]
+    # The reference's prefix wins over the (possibly re-templated) prompt the engine passes.
+    own = code_reference(TEST, "double", prefix=PROMPT, stop=["\nprint"])
+    tail = "    return 2 * x\nprint(undefined_name)\n"
+    assert verifier.score(["<|chat|> not code"], [tail], [own]) == [[1.0]]
+    program = build_program("", tail, own)
+    assert program.startswith(PROMPT + "    return 2 * x\n\n") and "undefined_name" not in program
+
+
+def test_bad_input_is_a_value_error(verifier):
+    with pytest.raises(ValueError, match="needs references"):
+        verifier.score([PROMPT], ["    return x\n"])
+    with pytest.raises(ValueError, match="one reference per candidate"):
+        verifier.score([PROMPT], ["    return x\n"], [])
+    with pytest.raises(ValueError, match="entry_point"):
+        build_program(PROMPT, "x", code_reference("", "os.system"))
+    with pytest.raises(ValueError, match="JSON with 'test' and 'entry_point'"):
+        build_program(PROMPT, "x", "assert True")
+    with pytest.raises(ValueError, match="'stop' non-empty strings"):
+        build_program(PROMPT, "x", json.dumps({"test": "", "entry_point": "f", "stop": [""]}))
+    with pytest.raises(ValueError, match="memory_mb"):
+        make_verifier("code_tests", memory_mb=1)
+
+
+def test_truncate():
+    assert truncate("a\ndef b\nif c", ["\nif", "\ndef"]) == "a"
+    assert truncate("    if x:\n        y", ["\nif"]) == "    if x:\n        y"
+    assert truncate("abc", []) == "abc"
+
+
+def test_humaneval_items(humaneval):
+    task, items = humaneval
+    assert len(items) == 164 and items[0].id == "HumanEval/0" and items[0].answer == ""
+    ref = json.loads(items[0].reference)
+    assert ref["entry_point"] == "has_close_elements" and ref["prefix"] == items[0].prompt
+    shuffled = task.items(5, seed=1)
+    assert [i.id for i in shuffled] == [i.id for i in task.items(5, seed=1)]
+    assert [i.id for i in shuffled] != [i.id for i in items[:5]]
+    assert task.default_verifier(process=False) == "code_tests"
+    with pytest.raises(ValueError, match="process verifier"):
+        task.default_verifier(process=True)
+    with pytest.raises(ValueError, match="limit"):
+        task.items(-1, seed=0)
+
+
+def test_humaneval_extract_answer_and_wrong_solutions_fail(humaneval):
+    task, items = humaneval
+    assert task.extract_answer("    return 1\n\ndef other():\n    pass") == "    return 1\n"
+    assert task.extract_answer("\ndef only_a_new_function():\n") is None
+    assert not task.is_correct(items[0], "    return None\n")
+    assert not task.is_correct(items[0], None)
+
+
+def check_canonical(items, verifier) -> None:
+    results = verifier.run(
+        [i.prompt for i in items],
+        [i.meta["canonical_solution"] for i in items],
+        [i.reference for i in items],
+    )
+    outcomes = zip(items, results, strict=True)
+    assert not [(i.id, r.outcome, r.stderr[-200:]) for i, r in outcomes if not r.passed]
+
+
+def test_humaneval_canonical_solutions_all_pass(humaneval):
+    """All 164 (about 6 s on two workers): the sandbox's limits and isolation break none."""
+    task, items = humaneval
+    check_canonical(items, task.verifier)
+    assert task.is_correct(items[0], task.extract_answer(items[0].meta["canonical_solution"]))
