@@ -146,13 +146,7 @@ def token_logprobs(model, ids: torch.Tensor) -> torch.Tensor:
 def push_weights(engine, model) -> None:
     """Copy the HF model's weights into the engine's CausalLM in place (between requests, the
     engine idle) and drop the prefix cache: its blocks hold KV computed by the old weights."""
-    hf = model.state_dict()
-    target = engine.core.runner.model
-    for name, param in target.named_parameters():
-        param.copy_(hf[name if name == "lm_head.weight" else f"model.{name}"])
-    # The block manager has no public "forget cached prefixes"; emptying its hash index makes
-    # every later lookup a miss while leaving ref counts and the free queue as they are.
-    engine.loop.call(lambda: engine.blocks._by_hash.clear()).result()
+    engine.update_weights(model.state_dict())
 
 
 # ---------------------------------------------------------------------- one objective

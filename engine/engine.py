@@ -47,6 +47,7 @@ class Engine:
         max_model_len: int | None = None,
         device: str | None = None,
         dtype: torch.dtype | None = None,
+        threads: int | None = None,
     ):
         self.model_path = Path(model_path)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -69,7 +70,12 @@ class Engine:
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens,
         )
-        self.loop = EngineLoop(self.core)
+        if threads is None and self.device.type == "cpu" and model.config.hidden_size < 512:
+            # Splitting matrices this small across threads costs more than it saves: one
+            # intra-op thread doubled the embedded model's decode throughput on 2 cores
+            # (bench/engine_throughput.py). Larger models keep torch's thread count.
+            threads = 1
+        self.loop = EngineLoop(self.core, threads=threads)
         self._seq_ids = itertools.count()
         self._request_ids = itertools.count()
         self._seeds = random.Random()
@@ -127,6 +133,29 @@ class Engine:
     def kv_stats(self) -> KVStats:
         """Blocks total / in use / cached-free, read on the loop thread (a consistent view)."""
         return self.loop.call(lambda: self.blocks.stats).result()
+
+    def update_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        """Load a Hugging Face state dict into the running model (on the loop thread, between
+        steps) and drop the prefix cache, whose blocks hold KV of the old weights. For RL loops
+        that train a `transformers` model and sample with this engine; the engine must be idle
+        (no running request or open search), else RuntimeError and nothing changes."""
+
+        def load() -> None:
+            in_use = self.blocks.stats.used
+            if in_use:  # their KV (old weights) would be shared with new requests
+                raise RuntimeError(
+                    f"update_weights needs an idle engine: {in_use} KV blocks are held by "
+                    "running sequences or open searches"
+                )
+            self.core.runner.model.load_weights(weights)
+            self.blocks.reset_prefix_cache()
+
+        self.loop.call(load).result()
+
+    def reset_prefix_cache(self) -> int:
+        """Drop the cached content of free KV blocks (on the loop thread, between steps), e.g.
+        after changing the model's weights in place; returns the number of blocks dropped."""
+        return self.loop.call(self.blocks.reset_prefix_cache).result()
 
     @property
     def closed(self) -> bool:

@@ -79,6 +79,22 @@ class BlockManager:
         """Free block ids in eviction order (first = next to be reused)."""
         return list(self._free)
 
+    def reset_prefix_cache(self) -> int:
+        """Forget the content of every free block (blocks in use keep theirs, so sequences
+        running now still share); returns how many cached blocks were dropped. Later prompts
+        then recompute their prefixes: for benchmarks and after a weight update."""
+        dropped = 0
+        for block in self._free:
+            h = self._hash[block]
+            if h is None:
+                continue
+            if self._by_hash.get(h) == block:
+                del self._by_hash[h]
+                dropped += 1
+            self._hash[block] = None
+            self._tokens[block] = None
+        return dropped
+
     # ------------------------------------------------------------------ allocation
 
     def _chain(self, parent: int | None, tokens: tuple[int, ...]) -> int:

@@ -18,13 +18,19 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+import torch
 from ponder.engine.core import EngineCore
 from ponder.engine.sequence import Sequence
 
 
 class EngineLoop:
-    def __init__(self, core: EngineCore, *, name: str = "ponder-engine"):
+    def __init__(
+        self, core: EngineCore, *, threads: int | None = None, name: str = "ponder-engine"
+    ):
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
         self.core = core
+        self.threads = threads
         self._inbox: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._pending: dict[int, tuple[Sequence, Future]] = {}
         self._closed = False
@@ -88,6 +94,8 @@ class EngineLoop:
     # ------------------------------------------------------------------ loop thread
 
     def _run(self) -> None:
+        if self.threads is not None:  # torch's intra-op thread count is per calling thread
+            torch.set_num_threads(self.threads)
         while True:
             # Block only when there is nothing to compute; otherwise drain what arrived.
             try:

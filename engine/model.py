@@ -104,10 +104,20 @@ def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: (N, H, D); cos/sin: (N, 1, D)."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+    """x: (N, H, D); cos: (N, 1, D); sin: (N, 1, D) with its first half negated (`rope_tables`).
+
+    Rotate-half rotary embedding, x * cos + rotate_half(x) * sin, where rotate_half(x) =
+    (-x2, x1): rolling x by half a head gives (x2, x1) and the sign lives in `sin`."""
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), sin)
+
+
+def rope_tables(positions: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype):
+    """cos, signed sin: (N, 1, D) each, for `apply_rope`."""
+    freqs = positions.float()[:, None] * inv_freq[None, :]  # (N, D/2)
+    angles = torch.cat((freqs, freqs), dim=-1)[:, None, :]  # (N, 1, D)
+    sin = angles.sin()
+    sin[..., : freqs.shape[-1]].neg_()
+    return angles.cos().to(dtype), sin.to(dtype)
 
 
 class RMSNorm(nn.Module):
@@ -118,6 +128,8 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
+        if dtype == torch.float32:  # one fused op; the same arithmetic as the lines below
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x.to(dtype)
@@ -131,21 +143,34 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(c.hidden_size, c.num_kv_heads * c.head_dim, bias=c.qkv_bias)
         self.v_proj = nn.Linear(c.hidden_size, c.num_kv_heads * c.head_dim, bias=c.qkv_bias)
         self.o_proj = nn.Linear(c.num_heads * c.head_dim, c.hidden_size, bias=c.o_bias)
+        self.qkv_proj: nn.Linear | None = None  # q, k, v stacked: set by `fuse`
         if c.qk_norm:
             self.q_norm = RMSNorm(c.head_dim, c.rms_norm_eps)
             self.k_norm = RMSNorm(c.head_dim, c.rms_norm_eps)
 
+    def fuse(self) -> None:
+        """Stack q/k/v into one projection (one matmul per step instead of three); the
+        separate modules, which carry the checkpoint's names, are dropped."""
+        parts = (self.q_proj, self.k_proj, self.v_proj)
+        fused = _stack_linears(parts)
+        del self.q_proj, self.k_proj, self.v_proj
+        self.qkv_proj = fused
+
     def forward(self, x, cos, sin, kv, meta: AttentionMetadata) -> torch.Tensor:
         c = self.c
         n = x.shape[0]
-        q = self.q_proj(x).view(n, c.num_heads, c.head_dim)  # (N, Hq, D)
-        k = self.k_proj(x).view(n, c.num_kv_heads, c.head_dim)  # (N, Hkv, D)
-        v = self.v_proj(x).view(n, c.num_kv_heads, c.head_dim)
+        q_size, kv_size = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
+        qkv = self.qkv_proj(x)  # (N, (Hq + 2 Hkv) D)
+        v = qkv[:, q_size + kv_size :].view(n, c.num_kv_heads, c.head_dim)  # (N, Hkv, D)
         if c.qk_norm:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            q = self.q_norm(qkv[:, :q_size].view(n, c.num_heads, c.head_dim))
+            k = self.k_norm(qkv[:, q_size : q_size + kv_size].view(n, c.num_kv_heads, c.head_dim))
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        else:  # rotate q and k heads in one go
+            qk = apply_rope(qkv[:, : q_size + kv_size].view(n, -1, c.head_dim), cos, sin)
+            q, k = qk[:, : c.num_heads], qk[:, c.num_heads :]
         out = paged_attention(q, k, v, kv[0], kv[1], meta, scale=c.head_dim**-0.5)
-        return self.o_proj(out.reshape(n, c.num_heads * c.head_dim))  # (N, hidden)
+        return self.o_proj(out.reshape(n, q_size))  # (N, hidden)
 
 
 class MLP(nn.Module):
@@ -154,9 +179,30 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=c.mlp_bias)
         self.up_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=c.mlp_bias)
         self.down_proj = nn.Linear(c.intermediate_size, c.hidden_size, bias=c.mlp_bias)
+        self.gate_up_proj: nn.Linear | None = None  # gate and up stacked: set by `fuse`
+
+    def fuse(self) -> None:
+        fused = _stack_linears((self.gate_proj, self.up_proj))
+        del self.gate_proj, self.up_proj
+        self.gate_up_proj = fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate).mul_(up))
+
+
+def _stack_linears(parts: tuple[nn.Linear, ...]) -> nn.Linear:
+    """One Linear whose output is the parts' outputs concatenated (weights moved, not copied
+    twice: the new module is built on the meta device and takes the concatenated tensors)."""
+    first = parts[0]
+    with torch.device("meta"):
+        fused = nn.Linear(
+            first.in_features, sum(p.out_features for p in parts), bias=first.bias is not None
+        )
+    fused.weight = nn.Parameter(torch.cat([p.weight for p in parts]), requires_grad=False)
+    if first.bias is not None:
+        fused.bias = nn.Parameter(torch.cat([p.bias for p in parts]), requires_grad=False)
+    return fused
 
 
 class DecoderLayer(nn.Module):
@@ -169,7 +215,7 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x, cos, sin, kv, meta):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, kv, meta)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        return x.add_(self.mlp(self.post_attention_layernorm(x)))
 
 
 class CausalLM(nn.Module):
@@ -192,11 +238,10 @@ class CausalLM(nn.Module):
         weights = _read_safetensors(path)
         state = {}
         for name, param in model.named_parameters():
-            key = name if name == "lm_head.weight" else f"model.{name}"
-            if key not in weights and name == "lm_head.weight" and config.tie_word_embeddings:
-                key = "model.embed_tokens.weight"
-            if key not in weights:
-                raise ValueError(f"{path}: checkpoint has no tensor {key!r} (needed for {name})")
+            try:
+                key = model._checkpoint_keys(name, weights)[0]
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from None
             if tuple(weights[key].shape) != tuple(param.shape):
                 raise ValueError(
                     f"{path}: tensor {key} has shape {tuple(weights[key].shape)}, "
@@ -209,7 +254,46 @@ class CausalLM(nn.Module):
             raise ValueError(f"{path}: checkpoint tensors this model does not use: {unused[:5]}")
         model.load_state_dict(state, assign=True)
         model.inv_freq = rope_inv_freq(config)
+        for layer in model.layers:
+            layer.self_attn.fuse()
+            layer.mlp.fuse()
         return model.to(device).eval()
+
+    def _checkpoint_keys(self, name: str, weights: dict[str, torch.Tensor]) -> list[str]:
+        """The checkpoint tensors (Hugging Face names) that make up parameter `name`, in
+        concatenation order: several for the fused q/k/v and gate/up projections."""
+        fused = {
+            "qkv_proj": ("q_proj", "k_proj", "v_proj"),
+            "gate_up_proj": ("gate_proj", "up_proj"),
+        }
+        parts = name.split(".")
+        if len(parts) >= 2 and parts[-2] in fused:
+            names = [".".join([*parts[:-2], p, parts[-1]]) for p in fused[parts[-2]]]
+        else:
+            names = [name]
+        keys = []
+        for n in names:
+            key = n if n == "lm_head.weight" else f"model.{n}"
+            if key not in weights and n == "lm_head.weight" and self.config.tie_word_embeddings:
+                key = "model.embed_tokens.weight"
+            if key not in weights:
+                raise ValueError(f"checkpoint has no tensor {key!r} (needed for {name})")
+            keys.append(key)
+        return keys
+
+    @torch.no_grad()
+    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        """Copy a Hugging Face state dict (e.g. a training model's `state_dict()`) into this
+        model in place; every parameter must be covered, shapes must match."""
+        for name, param in self.named_parameters():
+            keys = self._checkpoint_keys(name, weights)
+            value = torch.cat([weights[k] for k in keys]) if len(keys) > 1 else weights[keys[0]]
+            if tuple(value.shape) != tuple(param.shape):
+                raise ValueError(
+                    f"tensor(s) {keys} have shape {tuple(value.shape)}, "
+                    f"expected {tuple(param.shape)} for {name}"
+                )
+            param.copy_(value)
 
     def forward(
         self,
@@ -220,9 +304,7 @@ class CausalLM(nn.Module):
     ) -> torch.Tensor:
         """input_ids, positions: (N,) -> hidden states (N, hidden)."""
         x = self.embed_tokens(input_ids)  # (N, hidden)
-        freqs = positions.float()[:, None] * self.inv_freq[None, :]  # (N, D/2)
-        angles = torch.cat((freqs, freqs), dim=-1)[:, None, :]  # (N, 1, D)
-        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        cos, sin = rope_tables(positions, self.inv_freq, x.dtype)
         for layer, kv in zip(self.layers, kv_caches, strict=True):
             x = layer(x, cos, sin, kv, meta)
         return self.norm(x)

@@ -149,3 +149,36 @@ def test_bad_input_is_a_clear_error(engine):
 
     with pytest.raises(ValueError, match="released"):
         asyncio.run(extend_released())
+
+
+def test_update_weights_changes_outputs_and_drops_stale_prefixes():
+    from transformers import AutoModelForCausalLM
+
+    eng = make_engine(block_size=4)
+    try:
+        prompt = PROMPTS[1] * 3
+        before = eng.generate(prompt, GREEDY)[0]
+        hf = AutoModelForCausalLM.from_pretrained(embedded_model_path())
+        state = {k: v.clone() for k, v in hf.state_dict().items()}
+        eng.update_weights(state)  # the same weights: same tokens, but recomputed prefixes
+        same = eng.generate(prompt, GREEDY)[0]
+        assert same.outputs[0].token_ids == before.outputs[0].token_ids
+        assert same.num_cached_tokens == 0
+        torch.manual_seed(0)
+        noisy = {k: v + 0.5 * torch.randn_like(v) for k, v in state.items()}
+        eng.update_weights(noisy)
+        changed = eng.generate(prompt, GREEDY)[0]
+        assert changed.outputs[0].token_ids != before.outputs[0].token_ids
+        with pytest.raises(ValueError, match="no tensor"):
+            eng.update_weights({k: v for k, v in state.items() if "q_proj" not in k})
+
+        async def hold_blocks() -> None:
+            async with eng.search(GREEDY) as ctx:
+                await ctx.extend([ctx.root(prompt)], max_tokens=2)
+                with pytest.raises(RuntimeError, match="idle engine"):
+                    await asyncio.to_thread(eng.update_weights, state)
+
+        asyncio.run(hold_blocks())
+        assert eng.kv_stats.used == 0
+    finally:
+        eng.close()

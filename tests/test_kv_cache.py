@@ -241,3 +241,18 @@ def test_random_operations_keep_the_invariants(bs):
     for table, _, _ in live:
         bm.free(table)
     assert_all_free(bm)
+
+
+def test_reset_prefix_cache_forgets_free_blocks_only():
+    m = BlockManager(8, 4)
+    a = m.allocate(list(range(9)))
+    m.commit(a.block_ids, list(range(9)), 9)
+    m.free(a.block_ids)  # three blocks free, two full ones cached
+    b = m.allocate([50, 51, 52, 53, 54])
+    m.commit(b.block_ids, [50, 51, 52, 53, 54], 5)  # one full block in use, hashed
+    assert m.stats.cached_free == 2
+    assert m.reset_prefix_cache() == 2
+    assert m.stats.cached_free == 0
+    assert m.allocate(list(range(9))).num_cached_tokens == 0  # the prefix is gone
+    again = m.allocate([50, 51, 52, 53, 54])
+    assert again.num_cached_tokens == 4  # a block in use keeps its content
