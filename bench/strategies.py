@@ -2,6 +2,7 @@
 
     python bench/strategies.py                                     # the full grid (hours on CPU)
     python bench/strategies.py --problems 100 --budgets 4 8 16     # a reduced grid
+    python bench/strategies.py --strategies bon bom --verifiers noisy --out F.json  # a slice
 
 On held-out arith problems of the default level (fixed seed), runs each strategy at each width
 n (samples, particles or beams: roughly n samples' worth of tokens) with the exact verifiers
@@ -109,6 +110,9 @@ def main() -> None:
     parser.add_argument(
         "--strategies", nargs="*", default=[s for s in STRATEGIES if s != "sample"] + list(VARIANTS)
     )
+    parser.add_argument(
+        "--verifiers", nargs="*", choices=["exact", "noisy"], default=["exact", "noisy"]
+    )
     parser.add_argument("--flip-rate", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS / "strategies.json"))
@@ -131,6 +135,8 @@ def main() -> None:
             "seed": args.seed,
             "flip_rate": args.flip_rate,
             "budgets": args.budgets,
+            "strategies": args.strategies,
+            "verifiers": args.verifiers,
             "complete": complete,
             "rows": rows,
         }
@@ -141,7 +147,7 @@ def main() -> None:
     rows = [
         asyncio.run(cell(engine, problems, "sample", 1, make_verifier("arith_outcome"), args.seed))
     ]
-    for noisy in (False, True):
+    for noisy in [v == "noisy" for v in args.verifiers]:
         for strategy in args.strategies:
             if noisy and VARIANTS.get(strategy, (strategy,))[0] in UNSCORED:
                 continue  # its verifier is never called: the noisy run would repeat the exact one
