@@ -102,9 +102,42 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def merge(paths: list[Path], out: Path) -> None:
+    """One results file from slices run in separate processes; refuses mismatched settings."""
+    parts = [json.loads(p.read_text()) for p in paths]
+    keys = ("problems", "level", "seed", "flip_rate")
+    for p, part in zip(paths, parts, strict=True):
+        if any(part[k] != parts[0][k] for k in keys):
+            raise SystemExit(f"{p}: {[part[k] for k in keys]} differs from {paths[0]}")
+    rows, seen = [], set()
+    for part in parts:
+        for r in part["rows"]:
+            key = (r["strategy"], r["n"], r["verifier"])
+            if key not in seen:  # every slice starts with the same one-sample baseline
+                seen.add(key)
+                rows.append(r)
+    result = {
+        **{k: parts[0][k] for k in ("bench", *keys)},
+        "budgets": sorted({n for part in parts for n in part["budgets"]}),
+        "merged_from": [p.name for p in paths],
+        "complete": all(part.get("complete", False) for part in parts),
+        "rows": rows,
+    }
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    plot(rows, out.with_suffix(".png"))
+    print(json.dumps(result))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replot", metavar="JSON", help="only redraw the plot of a results file")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="only merge results files of slices run apart (same problems, seed, flip rate) into "
+        "--out and plot it",
+    )
     parser.add_argument("--problems", type=int, default=500)
     parser.add_argument("--budgets", type=int, nargs="*", default=[4, 8, 16, 32, 64])
     parser.add_argument(
@@ -121,6 +154,9 @@ def main() -> None:
         plot(
             json.loads(Path(args.replot).read_text())["rows"], Path(args.replot).with_suffix(".png")
         )
+        return
+    if args.merge:
+        merge([Path(p) for p in args.merge], Path(args.out))
         return
     problems = generate(args.problems, split="heldout", seed=args.seed, difficulty=DEFAULT_LEVEL)
     out = Path(args.out)
