@@ -10,6 +10,14 @@ best-first search on h). The open list pops the highest f; ties go to the deeper
 (closer to a goal: with an exact PRM every sound state ties, and a breadth-first tie rule
 would never finish), then to the first pushed.
 
+A state may be expanded up to `revisit` times (ours; default 3): after an expansion it goes
+back on the open list with its own f, so when every child it produced scores worse than it, the
+next pop samples k fresh steps from it instead of continuing down a worse path (its children
+win ties, being deeper). `revisit=1` is the plain skeleton, where a sound state whose k samples
+all failed is lost. On 200 held-out arith problems at n=16 with the exact PRM, half the failures
+of `revisit=1` were searches that spent all their expansions below an unsound step
+(bench/strategies.py measures the rest). The root is expanded once.
+
 The first finished state popped is the answer (the A* goal test). The search stops after
 `max_expansions` expansions (default 4 * request.n, so up to 4n * k sampled steps) or when
 the budget runs out; then the best finished state seen, else the best open state, is
@@ -41,9 +49,12 @@ async def astar(
     weight_g: float = 1.0,
     max_expansions: int | None = None,
     max_open: int | None = None,
+    revisit: int = 3,
 ) -> SearchResult:
     if k < 1:
         raise ValueError(f"astar: k must be >= 1, got {k}")
+    if revisit < 1:
+        raise ValueError(f"astar: revisit must be >= 1, got {revisit}")
     limit = 4 * request.n if max_expansions is None else max_expansions
     open_cap = 2 * request.n if max_open is None else max_open
     if limit < 1 or open_cap < 1:
@@ -51,30 +62,33 @@ async def astar(
     require_verifier(request, "astar", process=True)
     root = ctx.root(request.prompt)
     order = itertools.count()
-    heap: list = [(-0.0, 0, next(order), root, 0, 0.0)]  # (-f, -depth, tie, branch, depth, f)
+    # (-f, -depth, tie, branch, depth, f, expansions of this state so far)
+    heap: list = [(-0.0, 0, next(order), root, 0, 0.0, 0)]
     finished_seen: list[tuple[float, object]] = []
     goal, trace, expansions = None, [], 0
     while heap and expansions < limit:
-        neg_f, neg_depth, _, state, steps, f = heapq.heappop(heap)
+        neg_f, neg_depth, _, state, steps, f, visits = heapq.heappop(heap)
         if state.done or (steps >= request.max_steps and state is not root):
             goal = (f, state)
             break
         if request.budget.exhausted(ctx.stats, expansions * k):
-            heapq.heappush(heap, (neg_f, neg_depth, next(order), state, steps, f))
+            heapq.heappush(heap, (neg_f, neg_depth, next(order), state, steps, f, visits))
             break
         new = await ctx.extend(
             [state] * k, stop=[request.step_delimiter], max_tokens=request.max_step_tokens
         )
         raw = await ctx.score(new, request.verifier, request.reference)
-        if state is not root:
-            ctx.release([state])
         expansions += 1
+        if state is not root and visits + 1 < revisit:  # may be expanded again later
+            heapq.heappush(heap, (neg_f, neg_depth, next(order), state, steps, f, visits + 1))
+        elif state is not root:
+            ctx.release([state])
         pushed = []
         for b, s in zip(new, raw, strict=True):
             g = aggregate(s, "mean") if s else 0.0
             h = s[-1] if s else 0.0
             fb = weight_g * g + h
-            heapq.heappush(heap, (-fb, -(steps + 1), next(order), b, steps + 1, fb))
+            heapq.heappush(heap, (-fb, -(steps + 1), next(order), b, steps + 1, fb, 0))
             if b.done:
                 finished_seen.append((fb, b))
             pushed.append(round(fb, 4))
@@ -87,7 +101,13 @@ async def astar(
             kept = {id(entry[3]) for entry in heap}
             finished_seen = [(fb, b) for fb, b in finished_seen if id(b) in kept]
         trace.append(
-            {"expansion": expansions, "depth": steps, "f": round(f, 4), "children_f": pushed}
+            {
+                "expansion": expansions,
+                "depth": steps,
+                "f": round(f, 4),
+                "visit": visits + 1,
+                "children_f": pushed,
+            }
         )
     if goal is None:
         pool = finished_seen or [(e[5], e[3]) for e in heap if e[3] is not root]

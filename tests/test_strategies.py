@@ -199,6 +199,32 @@ def test_dvts_and_astar_find_good_paths():
     assert len(result.trace) <= 16
 
 
+def test_astar_revisits_a_sound_state_whose_samples_all_failed():
+    """From the sound first step, the first k samples are unsound (score 0.1), later ones are
+    sound. Expanded once, the state is lost and the search ends on the unsound path; allowed
+    a second expansion, it samples again and finds the sound answer."""
+
+    def policy(text, rng):
+        steps = text.count("\n")
+        if steps == 0:  # one sound first step, three dead ones
+            seen[0] += 1
+            return "s@1\n" if seen[0] == 1 else "x@0\n"
+        if steps == 1:
+            seen[1] += 1
+            return "bad@0.1\n" if seen[1] <= 4 else "ok@1\n"
+        return ("A: good@1" if "ok@" in text else "A: bad@0.1") + "<eos>"
+
+    seen = [0, 0]
+    result, _ = run("astar", policy, request(4), k=4, revisit=1)
+    assert result.answer == "bad"
+    seen = [0, 0]
+    result, _ = run("astar", policy, request(4), k=4, revisit=2)
+    assert result.answer == "good"
+    assert [t["visit"] for t in result.trace if t["depth"] == 1] == [1, 2]
+    with pytest.raises(ValueError, match="revisit"):
+        run("astar", policy, request(4), revisit=0)
+
+
 def test_process_strategies_need_a_process_verifier():
     for name in sorted(PROCESS_STRATEGIES):
         with pytest.raises(ValueError, match="process verifier"):
