@@ -6,7 +6,8 @@
 
 On held-out arith problems of the default level (fixed seed), runs each strategy at each width
 n (samples, particles or beams: roughly n samples' worth of tokens) with the exact verifiers
-and with the noisy ones (each step or outcome score flipped with probability --flip-rate). All
+and with the noisy ones (each step or outcome score flipped with probability --flip-rate), and
+on request (`--verifiers learned`) with the shipped learned arith reward model. All
 problems of one cell run concurrently on one engine. Prints a table and a final JSON line,
 writes bench/results/strategies.json and a plot (accuracy vs mean generated tokens, one line per
 strategy and verifier) as bench/results/strategies.png.
@@ -37,12 +38,27 @@ VARIANTS = {
 }
 
 
-def verifier_for(label: str, noisy: bool, flip_rate: float, seed: int):
+MODES = ("exact", "noisy", "learned")
+
+
+def verifier_for(label: str, mode: str, flip_rate: float, seed: int):
+    """exact: the arith checkers; noisy: each score flipped with probability `flip_rate`
+    (independent noise); learned: the shipped arith reward model (arith_prm / arith_orm), whose
+    errors are systematic, as a real reward model's are."""
     strategy = VARIANTS.get(label, (label,))[0]
-    kind = "step" if strategy in PROCESS_STRATEGIES else "outcome"
-    if noisy:
+    step = strategy in PROCESS_STRATEGIES
+    if mode == "noisy":
+        kind = "step" if step else "outcome"
         return make_verifier(f"arith_noisy_{kind}", flip_rate=flip_rate, seed=seed)
-    return make_verifier(f"arith_{kind}")
+    if mode == "learned":
+        return make_verifier("arith_prm" if step else "arith_orm")
+    return make_verifier("arith_step" if step else "arith_outcome")
+
+
+def mode_of(verifier_name: str) -> str:
+    if verifier_name.startswith("noisy"):
+        return "noisy"
+    return "learned" if verifier_name in ("arith_prm", "arith_orm") else "exact"
 
 
 async def cell(engine, problems, label: str, n: int, verifier, seed: int) -> dict:
@@ -76,17 +92,19 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    modes = [m for m in MODES if any(mode_of(r["verifier"]) == m for r in rows)] or ["exact"]
+    fig, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 4.5), sharey=True)
+    axes = [axes] if len(modes) == 1 else list(axes)
     names = list(dict.fromkeys(r["strategy"] for r in rows))
     colors = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(names)}
-    for ax, noisy in zip(axes, (False, True), strict=True):
+    for ax, mode in zip(axes, modes, strict=True):
         for strategy in names:
             pts = sorted(
                 (r["mean_tokens"], r["accuracy"])
                 for r in rows
                 if r["strategy"] == strategy
                 and (
-                    r["verifier"].startswith("noisy") == noisy
+                    mode_of(r["verifier"]) == mode
                     or VARIANTS.get(strategy, (strategy,))[0] in UNSCORED
                 )
             )
@@ -94,7 +112,7 @@ def plot(rows: list[dict], path: Path) -> None:
                 ax.plot(*zip(*pts, strict=True), marker="o", label=strategy, color=colors[strategy])
         ax.set_xscale("log")
         ax.set_xlabel("mean generated tokens per problem")
-        ax.set_title("noisy verifier" if noisy else "exact verifier")
+        ax.set_title(f"{mode} verifier")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     axes[0].set_ylabel("accuracy")
@@ -143,9 +161,7 @@ def main() -> None:
     parser.add_argument(
         "--strategies", nargs="*", default=[s for s in STRATEGIES if s != "sample"] + list(VARIANTS)
     )
-    parser.add_argument(
-        "--verifiers", nargs="*", choices=["exact", "noisy"], default=["exact", "noisy"]
-    )
+    parser.add_argument("--verifiers", nargs="*", choices=MODES, default=["exact", "noisy"])
     parser.add_argument("--flip-rate", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS / "strategies.json"))
@@ -183,12 +199,12 @@ def main() -> None:
     rows = [
         asyncio.run(cell(engine, problems, "sample", 1, make_verifier("arith_outcome"), args.seed))
     ]
-    for noisy in [v == "noisy" for v in args.verifiers]:
+    for mode in args.verifiers:
         for strategy in args.strategies:
-            if noisy and VARIANTS.get(strategy, (strategy,))[0] in UNSCORED:
+            if mode != "exact" and VARIANTS.get(strategy, (strategy,))[0] in UNSCORED:
                 continue  # its verifier is never called: the noisy run would repeat the exact one
             for n in args.budgets:
-                v = verifier_for(strategy, noisy, args.flip_rate, args.seed)
+                v = verifier_for(strategy, mode, args.flip_rate, args.seed)
                 row = asyncio.run(cell(engine, problems, strategy, n, v, args.seed))
                 if row:
                     rows.append(row)
