@@ -61,14 +61,24 @@ def mode_of(verifier_name: str) -> str:
     return "learned" if verifier_name in ("arith_prm", "arith_orm") else "exact"
 
 
-async def cell(engine, problems, label: str, n: int, verifier, seed: int) -> dict:
+async def cell(
+    engine, problems, label: str, n: int, verifier, seed: int, max_sequences: int = 4096
+) -> dict:
+    """One strategy at one width over all problems. At most max_sequences // n problems are in
+    flight at once: a search pins its branches' KV blocks, so 500 problems x 64 particles at
+    once overflow the pool (they did, at 4 GB). Results do not depend on this (per-problem
+    seeds); only the wall time does."""
     strategy, options = VARIANTS.get(label, (label, OPTIONS.get(label, {})))
     if strategy in ("beam", "dvts") and n % options["beam_width"]:
         return {}
+    gate = asyncio.Semaphore(max(1, max_sequences // n))
 
     async def one(i, p):
         req = SearchRequest(prompt=p.prompt, verifier=verifier, n=n, extract_answer=extract_answer)
-        async with engine.search(SamplingParams(temperature=1.0), seed=seed * 100_003 + i) as ctx:
+        async with (
+            gate,
+            engine.search(SamplingParams(temperature=1.0), seed=seed * 100_003 + i) as ctx,
+        ):
             r = await STRATEGIES[strategy](ctx, req, **options)
         return r.answer == str(p.answer), r.stats["generated_tokens"], r.stats["verifier_calls"]
 
