@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import itertools
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -142,8 +143,24 @@ class EngineContext(SearchContext):
                     f"branch {b.id} is done ({b.finish_reason}); it cannot be extended"
                 )
         self.stats.extend_calls += 1
-        await asyncio.gather(*(self._prefill(b.id) for b in {b.id: b for b in branches}.values()))
+        # A root extended once and released at once (plain n=1 generation) skips the prefill
+        # job: its one continuation computes the prompt itself, so no root pins blocks while
+        # it waits. Many such requests under a full pool then queue instead of each pinning
+        # its prompt and starving every continuation.
+        counts = Counter(b.id for b in branches)
+        direct = {
+            b.id
+            for b, state in zip(branches, states, strict=True)
+            if release_inputs
+            and counts[b.id] == 1
+            and state.needs_prefill
+            and state.job is None
+            and not state.block_table
+        }
+        unique = {b.id: b for b in branches if b.id not in direct}
+        await asyncio.gather(*(self._prefill(i) for i in unique))
         seqs = [self._sequence(state, stop, max_tokens) for state in states]
+        direct_seqs = {id(seq) for b, seq in zip(branches, seqs, strict=True) if b.id in direct}
         parents = [state.block_table for state in states]
         blocks = self.engine.blocks
 
@@ -157,7 +174,7 @@ class EngineContext(SearchContext):
         done = await asyncio.gather(
             *(asyncio.wrap_future(f) for f in futures), return_exceptions=True
         )
-        return self._adopt(branches, done)
+        return self._adopt(branches, done, direct_seqs)
 
     def release(self, branches: Iterable[Branch]) -> None:
         tables = []
@@ -306,8 +323,11 @@ class EngineContext(SearchContext):
             first_logits=state.logits if state.num_computed == len(state.token_ids) else None,
         )
 
-    def _adopt(self, branches: Sequence[Branch], done: list) -> list[Branch]:
-        """Turn finished sequences into branches; on any failure free them all and raise."""
+    def _adopt(
+        self, branches: Sequence[Branch], done: list, direct: set[int] = frozenset()
+    ) -> list[Branch]:
+        """Turn finished sequences into branches; on any failure free them all and raise.
+        `direct`: ids of sequences that computed their own prompt (no prefill job)."""
         errors = [d for d in done if isinstance(d, BaseException)]
         errors += [
             RuntimeError(d.error) for d in done if not isinstance(d, BaseException) and d.error
@@ -342,6 +362,11 @@ class EngineContext(SearchContext):
             )
             self.stats.generated_tokens += seq.num_new_tokens
             self.stats.cached_prompt_tokens += seq.cached_tokens
-            self.stats.recomputed_tokens += seq.recomputed_tokens
+            recomputed = seq.recomputed_tokens
+            if id(seq) in direct:  # its first pass over the prompt is compute, not recompute
+                first_pass = max(0, seq.start_len - 1 - seq.cached_tokens)
+                self.stats.computed_prompt_tokens += seq.start_len - seq.cached_tokens
+                recomputed = max(0, recomputed - first_pass)
+            self.stats.recomputed_tokens += recomputed
             out.append(branch)
         return out
