@@ -324,7 +324,10 @@ class EngineContext(SearchContext):
         )
 
     def _adopt(
-        self, branches: Sequence[Branch], done: list, direct: set[int] = frozenset()
+        self,
+        branches: Sequence[Branch],
+        done: list,
+        direct: set[int] | frozenset[int] = frozenset(),
     ) -> list[Branch]:
         """Turn finished sequences into branches; on any failure free them all and raise.
         `direct`: ids of sequences that computed their own prompt (no prefill job)."""

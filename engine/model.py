@@ -235,33 +235,31 @@ class CausalLM(nn.Module):
         config = ModelConfig.from_hf(raw, str(path))
         with torch.device("meta"):
             model = cls(config)
+            for layer in model.layers:  # fused layout first: each weight is concatenated once
+                layer.self_attn.fuse()
+                layer.mlp.fuse()
         weights = _read_safetensors(path)
-        state = {}
+        state, used = {}, {"lm_head.weight", "model.embed_tokens.weight"}
         for name, param in model.named_parameters():
             try:
-                key = model._checkpoint_keys(name, weights)[0]
+                keys, value = model._checkpoint_tensor(name, weights, param.shape)
             except ValueError as exc:
                 raise ValueError(f"{path}: {exc}") from None
-            if tuple(weights[key].shape) != tuple(param.shape):
-                raise ValueError(
-                    f"{path}: tensor {key} has shape {tuple(weights[key].shape)}, "
-                    f"expected {tuple(param.shape)}"
-                )
-            state[name] = weights[key].to(dtype)
-        used = {f"model.{n}" for n in state} | {"lm_head.weight", "model.embed_tokens.weight"}
+            state[name] = value.to(dtype)
+            used.update(keys)
         unused = sorted(k for k in weights if k not in used and "rotary_emb" not in k)
         if unused:  # a tensor we have no slot for means the architecture is not what we run
             raise ValueError(f"{path}: checkpoint tensors this model does not use: {unused[:5]}")
         model.load_state_dict(state, assign=True)
         model.inv_freq = rope_inv_freq(config)
-        for layer in model.layers:
-            layer.self_attn.fuse()
-            layer.mlp.fuse()
         return model.to(device).eval()
 
-    def _checkpoint_keys(self, name: str, weights: dict[str, torch.Tensor]) -> list[str]:
-        """The checkpoint tensors (Hugging Face names) that make up parameter `name`, in
-        concatenation order: several for the fused q/k/v and gate/up projections."""
+    def _checkpoint_tensor(
+        self, name: str, weights: dict[str, torch.Tensor], shape: torch.Size
+    ) -> tuple[list[str], torch.Tensor]:
+        """The checkpoint tensors (Hugging Face names) that make up parameter `name` and their
+        concatenation (several for the fused q/k/v and gate/up projections), checked against
+        the parameter's shape."""
         fused = {
             "qkv_proj": ("q_proj", "k_proj", "v_proj"),
             "gate_up_proj": ("gate_proj", "up_proj"),
@@ -279,20 +277,20 @@ class CausalLM(nn.Module):
             if key not in weights:
                 raise ValueError(f"checkpoint has no tensor {key!r} (needed for {name})")
             keys.append(key)
-        return keys
+        value = torch.cat([weights[k] for k in keys]) if len(keys) > 1 else weights[keys[0]]
+        if tuple(value.shape) != tuple(shape):
+            raise ValueError(
+                f"tensor {' + '.join(keys)} has shape {tuple(value.shape)}, expected "
+                f"{tuple(shape)} for {name}"
+            )
+        return keys, value
 
     @torch.no_grad()
     def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
         """Copy a Hugging Face state dict (e.g. a training model's `state_dict()`) into this
         model in place; every parameter must be covered, shapes must match."""
         for name, param in self.named_parameters():
-            keys = self._checkpoint_keys(name, weights)
-            value = torch.cat([weights[k] for k in keys]) if len(keys) > 1 else weights[keys[0]]
-            if tuple(value.shape) != tuple(param.shape):
-                raise ValueError(
-                    f"tensor(s) {keys} have shape {tuple(value.shape)}, "
-                    f"expected {tuple(param.shape)} for {name}"
-                )
+            _, value = self._checkpoint_tensor(name, weights, param.shape)
             param.copy_(value)
 
     def forward(
