@@ -16,13 +16,17 @@ next pop samples k fresh steps from it instead of continuing down a worse path (
 win ties, being deeper). `revisit=1` is the plain skeleton, where a sound state whose k samples
 all failed is lost. On 200 held-out arith problems at n=16 with the exact PRM, half the failures
 of `revisit=1` were searches that spent all their expansions below an unsound step
-(bench/strategies.py measures the rest). The root is expanded once.
+(bench/strategies.py measures the rest). The root revisits too: it has no step that could be
+unsound, so it goes back with the optimistic f = weight_g + 1 (the most a state can score, for
+scores in [0, 1]); with ties going to the deeper state it is sampled again only when no open
+state is as good, e.g. when every first step it produced was wrong. With a reward model whose
+scores rarely reach 1 that means it is expanded `revisit` times at once, a wider first step.
 
 The first finished state popped is the answer (the A* goal test). The search stops after
 `max_expansions` expansions (default 4 * request.n, so up to 4n * k sampled steps) or when
-the budget runs out; then the best finished state seen, else the best open state, is
-returned. The open list keeps at most `max_open` states (default 2 * request.n); the lowest-f
-ones are released, which bounds the KV memory a search pins.
+the budget runs out; then the best finished state seen (open, or the best one pruned), else the
+best open state, is returned. The open list keeps at most `max_open` states (default
+2 * request.n); the lowest-f ones are released, which bounds the KV memory a search pins.
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ async def astar(
     order = itertools.count()
     # (-f, -depth, tie, branch, depth, f, expansions of this state so far)
     heap: list = [(-0.0, 0, next(order), root, 0, 0.0, 0)]
-    finished_seen: list[tuple[float, object]] = []
+    spare = None  # (f, branch): the best finished state pruned from the open list
     goal, trace, expansions = None, [], 0
     while heap and expansions < limit:
         neg_f, neg_depth, _, state, steps, f, visits = heapq.heappop(heap)
@@ -79,8 +83,9 @@ async def astar(
         )
         raw = await ctx.score(new, request.verifier, request.reference)
         expansions += 1
-        if state is not root and visits + 1 < revisit:  # may be expanded again later
-            heapq.heappush(heap, (neg_f, neg_depth, next(order), state, steps, f, visits + 1))
+        if visits + 1 < revisit:  # may be expanded again later
+            again = weight_g + 1.0 if state is root else f
+            heapq.heappush(heap, (-again, neg_depth, next(order), state, steps, again, visits + 1))
         elif state is not root:
             ctx.release([state])
         pushed = []
@@ -89,17 +94,19 @@ async def astar(
             h = s[-1] if s else 0.0
             fb = weight_g * g + h
             heapq.heappush(heap, (-fb, -(steps + 1), next(order), b, steps + 1, fb, 0))
-            if b.done:
-                finished_seen.append((fb, b))
             pushed.append(round(fb, 4))
         if len(heap) > open_cap:  # prune the open list: keep the best max_open states
             heap.sort()
             dropped = heap[open_cap:]
             heap = heap[:open_cap]
             heapq.heapify(heap)
-            ctx.release(entry[3] for entry in dropped)
-            kept = {id(entry[3]) for entry in heap}
-            finished_seen = [(fb, b) for fb, b in finished_seen if id(b) in kept]
+            for entry in dropped:  # best first
+                b, fb = entry[3], entry[5]
+                if b.done and (spare is None or fb > spare[0]):
+                    ctx.release([spare[1]] if spare else [])
+                    spare = (fb, b)  # a finished state pruned: kept to fall back on
+                elif b is not root:
+                    ctx.release([b])
         trace.append(
             {
                 "expansion": expansions,
@@ -110,11 +117,12 @@ async def astar(
             }
         )
     if goal is None:
-        pool = finished_seen or [(e[5], e[3]) for e in heap if e[3] is not root]
-        goal = max(pool, key=lambda x: x[0], default=None)
+        ranked = [(e[5], e[3]) for e in sorted(heap) if e[3] is not root]
+        done = [x for x in ranked if x[1].done] + ([spare] if spare else [])
+        goal = max(done or ranked, key=lambda x: x[0], default=None)
     keep = [goal[1]] if goal else []
-    open_branches = [entry[3] for entry in heap]
-    ctx.release(b for b in open_branches if not keep or b is not keep[0])
+    leftover = [e[3] for e in heap] + ([spare[1]] if spare else [])
+    ctx.release(b for b in leftover if b is not root and (not keep or b is not keep[0]))
     cands = candidates_of(ctx, request, keep, [(goal[0], ())] if goal else None)
     ctx.release(keep + [root])
     answer = cands[0].answer if cands else None

@@ -225,6 +225,40 @@ def test_astar_revisits_a_sound_state_whose_samples_all_failed():
         run("astar", policy, request(4), revisit=0)
 
 
+def test_astar_samples_the_root_again_when_every_first_step_failed():
+    """The first k first steps are all unsound. Expanded once, the root is lost and the search
+    ends below a wrong step; revisited (at the optimistic f), it samples sound first steps."""
+
+    def policy(text, rng):
+        if text.count("\n") == 0:
+            seen[0] += 1
+            return "x@0\n" if seen[0] <= 4 else "s@1\n"
+        return ("A: good@1" if "s@" in text else "A: bad@0") + "<eos>"
+
+    seen = [0]
+    result, _ = run("astar", policy, request(4), k=4, revisit=1)
+    assert result.answer == "bad"
+    seen = [0]
+    result, _ = run("astar", policy, request(4), k=4, revisit=2)
+    assert result.answer == "good"
+    assert [t["visit"] for t in result.trace if t["depth"] == 0] == [1, 2]
+
+
+def test_astar_falls_back_on_a_pruned_finished_state():
+    """A finished state with a low f is pruned from a tiny open list while unfinished states
+    keep it full; when the expansions run out, that finished solution is the answer, not an
+    unfinished path (and nothing leaks: `run` checks)."""
+
+    def policy(text, rng):
+        calls[0] += 1
+        return "A: fin@0.2<eos>" if calls[0] == 1 else "g@0.9\n"
+
+    calls = [0]
+    result, _ = run("astar", policy, request(4), k=4, max_open=2, max_expansions=3)
+    assert result.answer == "fin"
+    assert len(result.trace) == 3
+
+
 def test_process_strategies_need_a_process_verifier():
     for name in sorted(PROCESS_STRATEGIES):
         with pytest.raises(ValueError, match="process verifier"):
