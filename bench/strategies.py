@@ -8,7 +8,16 @@ On held-out arith problems of the default level (fixed seed), runs each strategy
 n (samples, particles or beams: roughly n samples' worth of tokens) with the exact verifiers
 and with the noisy ones (each step or outcome score flipped with probability --flip-rate), and
 on request (`--verifiers learned`) with the shipped learned arith reward model. All
-problems of one cell run concurrently on one engine. Prints a table and a final JSON line,
+problems of one cell run concurrently on one engine.
+
+BoN, majority, weighted majority and Best-of-Majority differ only in how they pick from the same
+n samples (same per-problem seed, one wave: identical draws), so by default they share one draw
+per width: `bon` runs as a strategy, each sample is scored by every requested verifier (the
+calls the strategies make: the exact checkers are deterministic, the noisy one hashes
+(question, text)), and the other rules are applied to the recorded scores with the strategies'
+own selection functions (voting.py, bom.py). Rows from a shared draw say "shared_draw": true;
+`--separate` runs each strategy on its own (same numbers, 4x the sampling time). Prints a table
+and a final JSON line,
 writes bench/results/strategies.json and a plot (accuracy vs mean generated tokens, one line per
 strategy and verifier) as bench/results/strategies.png.
 """
@@ -23,8 +32,11 @@ from pathlib import Path
 
 from ponder.engine import Engine, SamplingParams
 from ponder.strategies import PROCESS_STRATEGIES, STRATEGIES, SearchRequest
+from ponder.strategies.bom import best_of_majority
+from ponder.strategies.voting import majority_vote, weighted_majority_vote
 from ponder.tasks.arith import DEFAULT_LEVEL, generate
 from ponder.verifiers import make_verifier
+from ponder.verifiers.aggregate import aggregate
 from ponder.verifiers.arith import extract_answer
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -39,6 +51,7 @@ VARIANTS = {
 
 
 MODES = ("exact", "noisy", "learned")
+SHARED = ("bon", "majority", "weighted_majority", "bom")  # selection rules over one draw
 
 
 def verifier_for(label: str, mode: str, flip_rate: float, seed: int):
@@ -94,6 +107,97 @@ async def cell(
         "mean_verifier_calls": round(sum(r[2] for r in results) / count, 1),
         "seconds": round(time.perf_counter() - start, 1),
     }
+
+
+class Recorder:
+    """The outcome verifier of one problem's shared draw: scores each sample with every mode's
+    verifier, remembers the scores by sample text, and gives BoN the first mode's."""
+
+    process = False
+
+    def __init__(self, verifiers: dict[str, object]):
+        self.verifiers = verifiers
+        self.name = "+".join(v.name for v in verifiers.values())
+        self.scores: dict[str, dict[str, list[float]]] = {}
+
+    def score(self, prompts, candidates, references=None):
+        args = (prompts, candidates) if references is None else (prompts, candidates, references)
+        per_mode = {mode: v.score(*args) for mode, v in self.verifiers.items()}
+        for i, text in enumerate(candidates):
+            self.scores[text] = {mode: per_mode[mode][i] for mode in self.verifiers}
+        return per_mode[next(iter(self.verifiers))]
+
+
+def select(rule: str, answers: list, scores: list[float]) -> str | None:
+    """What each shared-draw strategy returns for these samples (its own selection code)."""
+    if rule == "bon":
+        best = max(range(len(scores)), key=scores.__getitem__, default=None)  # first of ties
+        return None if best is None else answers[best]
+    if rule == "majority":
+        return majority_vote(answers)
+    if rule == "weighted_majority":
+        return weighted_majority_vote(answers, scores)
+    picked = best_of_majority(answers, scores, OPTIONS["bom"]["alpha"], 1)
+    return picked[0] if picked else None
+
+
+async def shared_cell(
+    engine,
+    problems,
+    rules: list[str],
+    n: int,
+    modes: list[str],
+    flip_rate: float,
+    seed: int,
+    max_sequences: int = 4096,
+) -> list[dict]:
+    """One draw of n samples per problem; a row per (rule, mode), `majority` once (unscored)."""
+    gate = asyncio.Semaphore(max(1, max_sequences // n))
+    verifiers = {m: verifier_for("bon", m, flip_rate, seed) for m in modes}
+
+    async def one(i, p):
+        recorder = Recorder(verifiers)
+        req = SearchRequest(prompt=p.prompt, verifier=recorder, n=n, extract_answer=extract_answer)
+        async with (
+            gate,
+            engine.search(SamplingParams(temperature=1.0), seed=seed * 100_003 + i) as ctx,
+        ):
+            r = await STRATEGIES["bon"](ctx, req)
+        answers = [c.answer for c in r.candidates]
+        out = {}
+        for m in modes:
+            steps = [recorder.scores[c.text][m] for c in r.candidates]
+            scores = [aggregate(s, req.aggregation) if s else 0.0 for s in steps]  # as BoN does
+            if m == modes[0] and r.answer != select("bon", answers, scores):
+                raise AssertionError(f"problem {i}: BoN's pick differs from the recorded scores'")
+            for rule in rules:
+                out[rule, m] = select(rule, answers, scores) == str(p.answer)
+        return out, r.stats["generated_tokens"], r.stats["verifier_calls"]
+
+    start = time.perf_counter()
+    results = await asyncio.gather(*(one(i, p) for i, p in enumerate(problems)))
+    seconds = round(time.perf_counter() - start, 1)
+    count = len(results)
+    tokens = round(sum(r[1] for r in results) / count, 1)
+    calls = round(sum(r[2] for r in results) / count, 1)
+    rows = []
+    for m in modes:
+        for rule in rules:
+            if rule in UNSCORED and m != "exact":
+                continue  # never calls its verifier: listed once, with the exact runs
+            rows.append(
+                {
+                    "strategy": rule,
+                    "n": n,
+                    "verifier": verifiers[m].name,
+                    "accuracy": round(sum(r[0][rule, m] for r in results) / count, 4),
+                    "mean_tokens": tokens,
+                    "mean_verifier_calls": 0.0 if rule in UNSCORED else calls,
+                    "seconds": seconds,  # of the whole shared draw
+                    "shared_draw": True,
+                }
+            )
+    return rows
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -174,6 +278,11 @@ def main() -> None:
     parser.add_argument("--verifiers", nargs="*", choices=MODES, default=["exact", "noisy"])
     parser.add_argument("--flip-rate", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--separate",
+        action="store_true",
+        help="run bon, majority, weighted_majority and bom each on its own draw (same numbers)",
+    )
     parser.add_argument("--out", default=str(RESULTS / "strategies.json"))
     args = parser.parse_args()
     if args.replot:
@@ -209,21 +318,36 @@ def main() -> None:
     rows = [
         asyncio.run(cell(engine, problems, "sample", 1, make_verifier("arith_outcome"), args.seed))
     ]
+
+    def report(row: dict) -> None:
+        rows.append(row)
+        save(rows, complete=False)
+        print(
+            f"{row['strategy']:>18} n={row['n']:<3} {row['verifier']:<20} "
+            f"acc {row['accuracy']:.3f} tokens {row['mean_tokens']:>8.0f}  "
+            f"{row['seconds']:>6.1f}s",
+            flush=True,
+        )
+
+    shared = [] if args.separate else [s for s in args.strategies if s in SHARED]
+    if shared:
+        modes = ["exact"] + [m for m in args.verifiers if m != "exact"]
+        for n in args.budgets:
+            draw = shared_cell(engine, problems, shared, n, modes, args.flip_rate, args.seed)
+            for row in asyncio.run(draw):
+                if row["strategy"] in UNSCORED or mode_of(row["verifier"]) in args.verifiers:
+                    report(row)
     for mode in args.verifiers:
         for strategy in args.strategies:
+            if strategy in shared:
+                continue
             if mode != "exact" and VARIANTS.get(strategy, (strategy,))[0] in UNSCORED:
                 continue  # its verifier is never called: the noisy run would repeat the exact one
             for n in args.budgets:
                 v = verifier_for(strategy, mode, args.flip_rate, args.seed)
                 row = asyncio.run(cell(engine, problems, strategy, n, v, args.seed))
                 if row:
-                    rows.append(row)
-                    save(rows, complete=False)
-                    print(
-                        f"{strategy:>18} n={n:<3} {v.name:<20} acc {row['accuracy']:.3f} "
-                        f"tokens {row['mean_tokens']:>8.0f}  {row['seconds']:>6.1f}s",
-                        flush=True,
-                    )
+                    report(row)
     engine.close()
     print(
         f"\n{'strategy':>18} {'n':>3} {'verifier':<20} {'accuracy':>8} {'tokens':>8} {'calls':>6}"

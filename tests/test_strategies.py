@@ -259,6 +259,32 @@ def test_astar_falls_back_on_a_pruned_finished_state():
     assert len(result.trace) == 3
 
 
+def test_bench_shared_draw_picks_what_each_strategy_picks():
+    """bench/strategies.py scores one BoN draw and applies the other sampling strategies'
+    selection rules to it; on the same samples that must be exactly what each strategy returns
+    (random answers and scores, many seeds, ties included)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "strategies.py"
+    spec = importlib.util.spec_from_file_location("bench_strategies", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def policy(text, rng):
+        return f"A: {rng.choice('abcdef')}@{rng.choice([0.1, 0.5, 0.9])}<eos>"
+
+    for seed in range(40):
+        drawn, _ = run("bon", policy, request(16, process=False), seed=seed)
+        answers = [c.answer for c in drawn.candidates]
+        scores = [c.score for c in drawn.candidates]
+        for rule in bench.SHARED:
+            options = bench.OPTIONS.get(rule, {})
+            own, _ = run(rule, policy, request(16, process=False), seed=seed, **options)
+            assert [c.answer for c in own.candidates] == answers  # the same draw
+            assert bench.select(rule, answers, scores) == own.answer, (rule, seed)
+
+
 def test_process_strategies_need_a_process_verifier():
     for name in sorted(PROCESS_STRATEGIES):
         with pytest.raises(ValueError, match="process verifier"):
