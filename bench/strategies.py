@@ -234,6 +234,51 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def adaptive_savings(rows: list[dict]) -> list[dict]:
+    """Each adaptive-budget row against its strategy's full-budget row (same n and verifier):
+    the accuracy of both and the share of generated tokens the early stop saved."""
+    full = {(r["strategy"], r["n"], r["verifier"]): r for r in rows}
+    out = []
+    for r in rows:
+        if r["strategy"] not in VARIANTS:
+            continue
+        base = full.get((VARIANTS[r["strategy"]][0], r["n"], r["verifier"]))
+        if base is None:
+            continue
+        out.append(
+            {
+                "variant": r["strategy"],
+                "n": r["n"],
+                "verifier": r["verifier"],
+                "accuracy": r["accuracy"],
+                "full_accuracy": base["accuracy"],
+                "tokens": r["mean_tokens"],
+                "full_tokens": base["mean_tokens"],
+                "tokens_saved": round(1 - r["mean_tokens"] / base["mean_tokens"], 4),
+            }
+        )
+    return out
+
+
+def print_tables(rows: list[dict]) -> None:
+    print(
+        f"\n{'strategy':>18} {'n':>3} {'verifier':<20} {'accuracy':>8} {'tokens':>8} {'calls':>6}"
+    )
+    for r in rows:
+        print(
+            f"{r['strategy']:>18} {r['n']:>3} {r['verifier']:<20} {r['accuracy']:>8.3f} "
+            f"{r['mean_tokens']:>8.0f} {r['mean_verifier_calls']:>6.0f}"
+        )
+    savings = adaptive_savings(rows)
+    if savings:
+        print(f"\n{'adaptive':>18} {'n':>3} {'accuracy (full)':>16} {'tokens (full)':>18} saved")
+        for a in savings:
+            print(
+                f"{a['variant']:>18} {a['n']:>3} {a['accuracy']:>7.3f} ({a['full_accuracy']:.3f})"
+                f" {a['tokens']:>8.0f} ({a['full_tokens']:>7.0f}) {a['tokens_saved']:>6.1%}"
+            )
+
+
 def merge(paths: list[Path], out: Path) -> None:
     """One results file from slices run in separate processes; refuses mismatched settings."""
     parts = [json.loads(p.read_text()) for p in paths]
@@ -254,9 +299,11 @@ def merge(paths: list[Path], out: Path) -> None:
         "merged_from": [p.name for p in paths],
         "complete": all(part.get("complete", False) for part in parts),
         "rows": rows,
+        "adaptive_savings": adaptive_savings(rows),
     }
     out.write_text(json.dumps(result, indent=1) + "\n")
     plot(rows, out.with_suffix(".png"))
+    print_tables(rows)
     print(json.dumps(result))
 
 
@@ -310,6 +357,7 @@ def main() -> None:
             "verifiers": args.verifiers,
             "complete": complete,
             "rows": rows,
+            "adaptive_savings": adaptive_savings(rows),
         }
         out.write_text(json.dumps(result, indent=1) + "\n")
         return result
@@ -349,14 +397,7 @@ def main() -> None:
                 if row:
                     report(row)
     engine.close()
-    print(
-        f"\n{'strategy':>18} {'n':>3} {'verifier':<20} {'accuracy':>8} {'tokens':>8} {'calls':>6}"
-    )
-    for r in rows:
-        print(
-            f"{r['strategy']:>18} {r['n']:>3} {r['verifier']:<20} {r['accuracy']:>8.3f} "
-            f"{r['mean_tokens']:>8.0f} {r['mean_verifier_calls']:>6.0f}"
-        )
+    print_tables(rows)
     result = save(rows, complete=True)
     plot(rows, out.with_suffix(".png"))
     print(json.dumps(result))
