@@ -24,8 +24,11 @@ scores rarely reach 1 that means it is expanded `revisit` times at once, a wider
 
 The first finished state popped is the answer (the A* goal test). The search stops after
 `max_expansions` expansions (default 4 * request.n, so up to 4n * k sampled steps) or when
-the budget runs out; then the best finished state seen (open, or the best one pruned), else the
-best open state, is returned. The open list keeps at most `max_open` states (default
+the budget runs out; then the best finished state seen (open, or the best one pruned) is
+returned, else the best open state, which with `complete=True` (default) is first sampled to
+the end once (one more sample and verifier call, if the budget allows): with a noisy PRM
+(10% flipped step scores, n=4) 41 of 100 searches ended without a finished state, and a partial
+solution has no answer. The open list keeps at most `max_open` states (default
 2 * request.n); the lowest-f ones are released, which bounds the KV memory a search pins.
 """
 
@@ -54,6 +57,7 @@ async def astar(
     max_expansions: int | None = None,
     max_open: int | None = None,
     revisit: int = 3,
+    complete: bool = True,
 ) -> SearchResult:
     if k < 1:
         raise ValueError(f"astar: k must be >= 1, got {k}")
@@ -117,11 +121,21 @@ async def astar(
             }
         )
     if goal is None:
-        ranked = [(e[5], e[3]) for e in sorted(heap) if e[3] is not root]
-        done = [x for x in ranked if x[1].done] + ([spare] if spare else [])
-        goal = max(done or ranked, key=lambda x: x[0], default=None)
+        ranked = [(e[5], e[3], e[4]) for e in sorted(heap) if e[3] is not root]
+        done = [x for x in ranked if x[1].done] + ([spare + (0,)] if spare else [])
+        best = max(done or ranked, key=lambda x: x[0], default=None)
+        goal = best[:2] if best else None
+        if best and not done and complete and not request.budget.exhausted(ctx.stats, 0):
+            # no finished state: sample the best open one to the end (one sample), so the
+            # answer is a whole solution rather than a partial one
+            left = max(1, request.max_steps - best[2]) * request.max_step_tokens
+            rollout = await ctx.extend([best[1]], stop=[], max_tokens=left)
+            s = (await ctx.score(rollout, request.verifier, request.reference))[0]
+            f_end = weight_g * aggregate(s, "mean") + s[-1] if s else 0.0
+            goal = (f_end, rollout[0])
+            trace.append({"rollout": best[2], "f": round(best[0], 4), "f_end": round(f_end, 4)})
     keep = [goal[1]] if goal else []
-    leftover = [e[3] for e in heap] + ([spare[1]] if spare else [])
+    leftover = [e[3] for e in heap] + ([spare[1]] if spare else [])  # incl. a rolled-out parent
     ctx.release(b for b in leftover if b is not root and (not keep or b is not keep[0]))
     cands = candidates_of(ctx, request, keep, [(goal[0], ())] if goal else None)
     ctx.release(keep + [root])

@@ -259,6 +259,21 @@ def test_astar_falls_back_on_a_pruned_finished_state():
     assert len(result.trace) == 3
 
 
+def test_astar_completes_the_best_open_state_when_no_state_finished():
+    """One expansion, no finished state: by default the best open state is sampled to the end
+    once (one more sample and verifier call); complete=False returns the partial path."""
+
+    def policy(text, rng):
+        return "A: done@1<eos>" if text.count("\n") >= 3 else "g@0.9\n"
+
+    result, ctx = run("astar", policy, request(4), k=4, max_expansions=1)
+    assert result.answer == "done" and result.candidates[0].finished
+    assert result.trace[-1]["rollout"] == 1
+    assert ctx.stats.verifier_calls == 4 + 1
+    result, _ = run("astar", policy, request(4), k=4, max_expansions=1, complete=False)
+    assert result.answer is None and not result.candidates[0].finished
+
+
 def test_bench_shared_draw_picks_what_each_strategy_picks():
     """bench/strategies.py scores one BoN draw and applies the other sampling strategies'
     selection rules to it; on the same samples that must be exactly what each strategy returns
