@@ -326,6 +326,9 @@ def main() -> None:
     parser.add_argument("--flip-rate", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--kv-gb", type=float, default=4.0, help="KV pool size (each process allocates it)"
+    )
+    parser.add_argument(
         "--separate",
         action="store_true",
         help="run bon, majority, weighted_majority and bom each on its own draw (same numbers)",
@@ -362,7 +365,7 @@ def main() -> None:
         out.write_text(json.dumps(result, indent=1) + "\n")
         return result
 
-    engine = Engine.from_pretrained(None, kv_cache_gb=4.0)
+    engine = Engine.from_pretrained(None, kv_cache_gb=args.kv_gb)
     rows = [
         asyncio.run(cell(engine, problems, "sample", 1, make_verifier("arith_outcome"), args.seed))
     ]
