@@ -48,6 +48,13 @@ from ponder.strategies.base import (
 from ponder.verifiers.aggregate import aggregate
 
 
+def f_of(step_scores, weight_g: float) -> float:
+    """f = weight_g * g + h: g the mean step score, h the latest one; 0 for an unscored text."""
+    if not step_scores:
+        return 0.0
+    return weight_g * aggregate(step_scores, "mean") + step_scores[-1]
+
+
 async def astar(
     ctx: SearchContext,
     request: SearchRequest,
@@ -94,9 +101,7 @@ async def astar(
             ctx.release([state])
         pushed = []
         for b, s in zip(new, raw, strict=True):
-            g = aggregate(s, "mean") if s else 0.0
-            h = s[-1] if s else 0.0
-            fb = weight_g * g + h
+            fb = f_of(s, weight_g)
             heapq.heappush(heap, (-fb, -(steps + 1), next(order), b, steps + 1, fb, 0))
             pushed.append(round(fb, 4))
         if len(heap) > open_cap:  # prune the open list: keep the best max_open states
@@ -130,8 +135,9 @@ async def astar(
             # answer is a whole solution rather than a partial one
             left = max(1, request.max_steps - best[2]) * request.max_step_tokens
             rollout = await ctx.extend([best[1]], stop=[], max_tokens=left)
-            s = (await ctx.score(rollout, request.verifier, request.reference))[0]
-            f_end = weight_g * aggregate(s, "mean") + s[-1] if s else 0.0
+            f_end = f_of(
+                (await ctx.score(rollout, request.verifier, request.reference))[0], weight_g
+            )
             goal = (f_end, rollout[0])
             trace.append({"rollout": best[2], "f": round(best[0], 4), "f_end": round(f_end, 4)})
     keep = [goal[1]] if goal else []
