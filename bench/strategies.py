@@ -47,6 +47,7 @@ VARIANTS = {
     "majority_adaptive": ("majority", {"adaptive": True, "wave": 4}),
     "majority_conf95": ("majority", {"confidence": 0.95, "wave": 4}),
     "bon_adaptive": ("bon", {"stop_score": 1.0, "wave": 4}),
+    "bom_adaptive": ("bom", {"alpha": 0.1, "stop_score": 1.0, "wave": 4}),
 }
 
 

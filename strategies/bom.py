@@ -6,12 +6,26 @@ unspecified per-answer aggregation) and the top k are returned. If fewer than k 
 list is topped up with the best-scoring filtered-out answers (documented fallback). alpha = 0
 is Best-of-N over distinct answers; k = 1 with a constant verifier is majority voting.
 Ties keep the order of first occurrence.
+
+Adaptive budget: with `stop_score=s`, samples are drawn in waves and drawing stops once the
+first k answers (in order of first occurrence) whose samples all score at least s each hold at
+least alpha * N of the planned N samples. When s is the verifier's maximum and a sample's score
+depends only on its answer (the rule checkers), this never changes the returned answers: those
+k answers pass the filter at any later N, their mean stays at the maximum, and an answer that
+appears later can at best tie them and ties keep the earlier one. A noisy verifier or a lower s
+makes it a heuristic that trades accuracy for tokens.
 """
 
 from __future__ import annotations
 
 from ponder.engine.context import SearchContext
-from ponder.strategies.base import SearchRequest, SearchResult, finish, require_verifier
+from ponder.strategies.base import (
+    Candidate,
+    SearchRequest,
+    SearchResult,
+    finish,
+    require_verifier,
+)
 from ponder.strategies.sampling import draw
 
 
@@ -29,15 +43,40 @@ def best_of_majority(answers, scores, alpha: float, k: int) -> list[str]:
     return ranked[:k]
 
 
+def settled(candidates: list[Candidate], n: int, alpha: float, k: int, stop_score: float) -> bool:
+    """Whether the adaptive rule in the module docstring says to stop drawing."""
+    groups: dict[str, list[float | None]] = {}
+    for c in candidates:
+        if c.answer is not None:
+            groups.setdefault(c.answer, []).append(c.score)
+    top = [a for a, s in groups.items() if all(x is not None and x >= stop_score for x in s)][:k]
+    return len(top) == k and all(len(groups[a]) / n >= alpha for a in top)
+
+
 async def bom(
-    ctx: SearchContext, request: SearchRequest, *, alpha: float = 0.1, k: int = 1
+    ctx: SearchContext,
+    request: SearchRequest,
+    *,
+    alpha: float = 0.1,
+    k: int = 1,
+    wave: int | None = None,
+    stop_score: float | None = None,
 ) -> SearchResult:
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     require_verifier(request, "bom")
-    candidates, trace = await draw(ctx, request, score=True)
+    adaptive = stop_score is not None
+    candidates, trace = await draw(
+        ctx,
+        request,
+        score=True,
+        wave=wave or (4 if adaptive else None),
+        stop_early=(lambda cands: settled(cands, request.n, alpha, k, stop_score))
+        if adaptive
+        else None,
+    )
     answers = best_of_majority(
         [c.answer for c in candidates], [c.score for c in candidates], alpha, k
     )

@@ -149,6 +149,36 @@ def test_bom_filter_and_limits():
         run("bom", cycling(sols), request(3), alpha=2.0)
 
 
+def test_adaptive_bom_stops_once_the_top_answers_pass_the_filter():
+    # alpha 0.25 of n=8: an answer needs 2 samples. "b" is all-max but rare at first, so the
+    # rule waits for it rather than stopping on the later "c".
+    sols = ["A: a@0", "A: b@1", "A: c@1", "A: c@1", "A: b@1", "A: d@0", "A: e@0", "A: f@0"]
+    full, ctx_full = run("bom", cycling(sols), request(8, process=False), alpha=0.25)
+    early, ctx_early = run(
+        "bom", cycling(sols), request(8, process=False), alpha=0.25, wave=1, stop_score=1.0
+    )
+    assert full.answer == early.answer == "b"
+    assert len(early.candidates) == 5 and early.trace[-1]["stopped_early"]
+    assert ctx_early.stats.generated_tokens < ctx_full.stats.generated_tokens
+    never, _ = run("bom", cycling(["A: a@0.5"]), request(6, process=False), stop_score=1.0)
+    assert len(never.candidates) == 6 and "stopped_early" not in never.trace[-1]
+
+
+@pytest.mark.parametrize("alpha,k", [(0.0, 1), (0.1, 1), (0.25, 1), (0.2, 2), (0.3, 3)])
+def test_adaptive_bom_returns_what_the_full_draw_returns(alpha, k):
+    import random
+
+    rng = random.Random(f"{alpha}-{k}")
+    for _ in range(40):
+        n = rng.choice([4, 8, 12])
+        correct = {a: rng.random() < 0.4 for a in "abcde"}  # score depends only on the answer
+        picks = [rng.choice("aabbcde") for _ in range(n)]
+        sols = [f"A: {a}@{int(correct[a])}" for a in picks]
+        req = request(n, process=False)
+        full, _ = run("bom", cycling(sols), req, alpha=alpha, k=k)
+        early, _ = run("bom", cycling(sols), req, alpha=alpha, k=k, wave=1, stop_score=1.0)
+        assert early.answers == full.answers, (sols, early.answers, full.answers)
+
 def step_policy(depth=3):
     """Each step is good (@0.9) or bad (@0.1) at random; after `depth` steps, the answer says
     how many good steps the path had."""
