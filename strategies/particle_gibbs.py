@@ -9,8 +9,11 @@ is shorter); it is never replaced, but resampling may copy it into free slots, w
 continues from the reference's step-t prefix. The budget is N x `iterations` particles; the
 answer is the highest-scoring particle of the last iteration.
 
-Prefixes are kept as branches for the whole search (they share KV with their descendants, so
-each pins at most one block of its own) and released at the end.
+Prefixes are kept as branches while some particle's history (or the reference's) contains
+them: they share KV with their descendants, so each pins at most one block of its own. After
+every step the branches no history holds any more are released, so a search pins about
+N x steps branches, not N x steps x iterations (at N = 32 the latter ran a 2 GB pool dry with
+128 searches in flight).
 """
 
 from __future__ import annotations
@@ -31,6 +34,24 @@ from ponder.strategies.stepwise import expand, is_finished
 History = list[tuple[Branch, float]]  # the particle's prefix and score after each step
 
 
+class _Owned:
+    """The branches a search holds, and how many extend results it has produced (the budget's
+    sample count, which releasing does not lower)."""
+
+    def __init__(self) -> None:
+        self.branches: list[Branch] = []
+        self.produced = 0
+
+    def add(self, branches: list[Branch]) -> None:
+        self.branches += branches
+        self.produced += len(branches)
+
+    def keep_only(self, ctx: SearchContext, histories: list[History]) -> None:
+        live = {b.id for h in histories for b, _ in h}
+        ctx.release(b for b in self.branches if b.id not in live)
+        self.branches = [b for b in self.branches if b.id in live]
+
+
 async def _filter(
     ctx: SearchContext,
     request: SearchRequest,
@@ -39,19 +60,20 @@ async def _filter(
     reference: History | None,
     rng: random.Random,
     tau: float,
-    owned: list[Branch],
+    owned: _Owned,
     trace: list[dict],
 ) -> list[History]:
     """One particle-filtering run; returns every particle's history (reference last)."""
     new, scores = await expand(ctx, request, [root] * fresh)
-    owned += new
+    owned.add(new)
     histories: list[History] = [[(b, s)] for b, s in zip(new, scores, strict=True)]
+    owned.keep_only(ctx, histories + ([reference] if reference else []))
     step = 1
     while True:
         active = [h for h in histories if not is_finished(h[-1][0], len(h), request)]
         done = [h for h in histories if is_finished(h[-1][0], len(h), request)]
         trace.append({"step": step, "active": len(active), "reference": reference is not None})
-        if not active or request.budget.exhausted(ctx.stats, len(owned)):
+        if not active or request.budget.exhausted(ctx.stats, owned.produced):
             break
         pool = active + ([reference[: min(step, len(reference))]] if reference else [])
         weights = resampling_weights([h[-1][1] for h in pool], tau)
@@ -59,11 +81,12 @@ async def _filter(
         parents = [pool[i] for i in draws]
         expandable = [h for h in parents if not h[-1][0].done]
         grown, grown_scores = await expand(ctx, request, [h[-1][0] for h in expandable])
-        owned += grown
+        owned.add(grown)
         histories = done + [
             h + [(b, s)] for h, b, s in zip(expandable, grown, grown_scores, strict=True)
         ]
         histories += [h for h in parents if h[-1][0].done]
+        owned.keep_only(ctx, histories + ([reference] if reference else []))
         step += 1
     return histories + ([reference] if reference else [])
 
@@ -85,7 +108,7 @@ async def particle_gibbs(
         raise ValueError("particle_gibbs needs n >= 2 to keep a reference beside fresh particles")
     rng = random.Random(seed)
     root = ctx.root(request.prompt)
-    owned: list[Branch] = []
+    owned = _Owned()
     trace: list[dict] = []
     reference: History | None = None
     for iteration in range(iterations):
@@ -96,11 +119,11 @@ async def particle_gibbs(
         reference = histories[
             rng.choices(range(len(histories)), weights=resampling_weights(finals, tau))[0]
         ]
-        if request.budget.exhausted(ctx.stats, len(owned)):
+        if request.budget.exhausted(ctx.stats, owned.produced):
             break
     ends = [h[-1] for h in histories]
     cands = candidates_of(ctx, request, [b for b, _ in ends], [(s, ()) for _, s in ends])
-    ctx.release(owned + [root])
+    ctx.release(owned.branches + [root])
     best = max(cands, key=lambda c: c.score, default=None)
     answer = best.answer if best else None
     return finish(ctx, "particle_gibbs", answer, [answer], cands, trace)

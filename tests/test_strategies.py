@@ -221,6 +221,31 @@ def test_particle_gibbs_keeps_a_reference_and_finds_good_paths():
         run("particle_gibbs", step_policy(), request(1), iterations=2)
 
 
+def test_particle_gibbs_releases_prefixes_no_history_holds():
+    """Resampled-away particles and the previous iteration's non-reference particles are
+    released during the search: the live set stays near N x steps, not all N x steps x
+    iterations branches ever produced."""
+
+    async def go():
+        ctx = FakeContext(step_policy(depth=6), seed=0)
+        peak, extend = [0], ctx.extend
+
+        async def watched(*args, **kwargs):
+            peak[0] = max(peak[0], len(ctx.live))
+            return await extend(*args, **kwargs)
+
+        ctx.extend = watched
+        req = request(8, aggregation="min")
+        result = await STRATEGIES["particle_gibbs"](ctx, req, iterations=4, seed=1)
+        assert ctx.live == set()
+        return result, peak[0]
+
+    result, peak = asyncio.run(go())
+    produced = result.stats["verifier_calls"]  # every branch produced was scored once
+    assert peak <= 8 * 7 * 2  # this iteration's histories and the reference's
+    assert produced > 3 * 8 * 6 and peak < produced / 2
+
+
 def test_dvts_and_astar_find_good_paths():
     result, _ = run("dvts", step_policy(), request(16, aggregation="min"), beam_width=4)
     assert result.answer == "3" and len(result.candidates) == 16
