@@ -211,7 +211,8 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 4.5), sharey=True)
     axes = [axes] if len(modes) == 1 else list(axes)
     names = list(dict.fromkeys(r["strategy"] for r in rows))
-    colors = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(names)}
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    colors = {name: cmap(i % cmap.N) for i, name in enumerate(names)}
     for ax, mode in zip(axes, modes, strict=True):
         for strategy in names:
             pts = sorted(
@@ -224,15 +225,27 @@ def plot(rows: list[dict], path: Path) -> None:
                 )
             )
             if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=strategy, color=colors[strategy])
+                style = "--" if strategy in VARIANTS else "-"  # adaptive budgets dashed
+                ax.plot(
+                    *zip(*pts, strict=True),
+                    style,
+                    marker="o",
+                    label=strategy,
+                    color=colors[strategy],
+                )
         ax.set_xscale("log")
         ax.set_xlabel("mean generated tokens per problem")
         ax.set_title(f"{mode} verifier")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    legend = {}  # one legend for all panels, outside them: inside, it hid the baseline point
+    for ax in axes:
+        legend.update({label: h for h, label in zip(*ax.get_legend_handles_labels(), strict=True)})
+    axes[-1].legend(
+        legend.values(), legend.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1)
+    )
     axes[0].set_ylabel("accuracy")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
 
 
 def adaptive_savings(rows: list[dict]) -> list[dict]:
@@ -294,6 +307,14 @@ def merge(paths: list[Path], out: Path) -> None:
             if key not in seen:  # every slice starts with the same one-sample baseline
                 seen.add(key)
                 rows.append(r)
+    labels = [*STRATEGIES, *VARIANTS]  # registry order, then the adaptive variants
+    rows.sort(
+        key=lambda r: (
+            labels.index(r["strategy"]) if r["strategy"] in labels else len(labels),
+            MODES.index(mode_of(r["verifier"])),
+            r["n"],
+        )
+    )
     result = {
         **{k: parts[0][k] for k in ("bench", *keys)},
         "budgets": sorted({n for part in parts for n in part["budgets"]}),

@@ -179,6 +179,7 @@ def test_adaptive_bom_returns_what_the_full_draw_returns(alpha, k):
         early, _ = run("bom", cycling(sols), req, alpha=alpha, k=k, wave=1, stop_score=1.0)
         assert early.answers == full.answers, (sols, early.answers, full.answers)
 
+
 def step_policy(depth=3):
     """Each step is good (@0.9) or bad (@0.1) at random; after `depth` steps, the answer says
     how many good steps the path had."""
@@ -329,10 +330,7 @@ def test_astar_completes_the_best_open_state_when_no_state_finished():
     assert result.answer is None and not result.candidates[0].finished
 
 
-def test_bench_shared_draw_picks_what_each_strategy_picks():
-    """bench/strategies.py scores one BoN draw and applies the other sampling strategies'
-    selection rules to it; on the same samples that must be exactly what each strategy returns
-    (random answers and scores, many seeds, ties included)."""
+def load_bench():
     import importlib.util
     from pathlib import Path
 
@@ -340,6 +338,14 @@ def test_bench_shared_draw_picks_what_each_strategy_picks():
     spec = importlib.util.spec_from_file_location("bench_strategies", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_bench_shared_draw_picks_what_each_strategy_picks():
+    """bench/strategies.py scores one BoN draw and applies the other sampling strategies'
+    selection rules to it; on the same samples that must be exactly what each strategy returns
+    (random answers and scores, many seeds, ties included)."""
+    bench = load_bench()
 
     def policy(text, rng):
         return f"A: {rng.choice('abcdef')}@{rng.choice([0.1, 0.5, 0.9])}<eos>"
@@ -353,6 +359,50 @@ def test_bench_shared_draw_picks_what_each_strategy_picks():
             own, _ = run(rule, policy, request(16, process=False), seed=seed, **options)
             assert [c.answer for c in own.candidates] == answers  # the same draw
             assert bench.select(rule, answers, scores) == own.answer, (rule, seed)
+
+
+def test_bench_merge_keeps_the_first_row_sorts_and_refuses_other_settings(tmp_path, capsys):
+    import json
+
+    bench = load_bench()
+    head = {"bench": "strategies", "problems": 5, "level": 6, "seed": 0, "flip_rate": 0.1}
+
+    def row(strategy, n, verifier, accuracy, tokens):
+        return {
+            "strategy": strategy,
+            "n": n,
+            "verifier": verifier,
+            "accuracy": accuracy,
+            "mean_tokens": tokens,
+            "mean_verifier_calls": n,
+            "seconds": 1.0,
+        }
+
+    new = [
+        row("bon_adaptive", 8, "arith_outcome", 0.8, 300),
+        row("bon", 8, "arith_outcome", 0.9, 800),
+    ]
+    old = [row("bon", 8, "arith_outcome", 0.1, 1), row("beam", 4, "noisy_arith_step", 0.7, 400)]
+    old += [row("bon", 4, "arith_outcome", 0.7, 400), row("sample", 1, "arith_outcome", 0.6, 100)]
+    paths = []
+    for name, rows in (("new", new), ("old", old)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps({**head, "budgets": [4, 8], "rows": rows}))
+    bench.merge(paths, tmp_path / "merged.json")
+    merged = json.loads((tmp_path / "merged.json").read_text())
+    keys = [(r["strategy"], r["n"], r["accuracy"]) for r in merged["rows"]]
+    assert keys == [
+        ("sample", 1, 0.6),
+        ("bon", 4, 0.7),
+        ("bon", 8, 0.9),  # the first file's row wins
+        ("beam", 4, 0.7),
+        ("bon_adaptive", 8, 0.8),
+    ]
+    assert merged["adaptive_savings"][0]["tokens_saved"] == round(1 - 300 / 800, 4)
+    assert (tmp_path / "merged.png").stat().st_size > 0
+    paths[1].write_text(json.dumps({**head, "seed": 1, "budgets": [4], "rows": old}))
+    with pytest.raises(SystemExit, match="differs"):
+        bench.merge(paths, tmp_path / "merged.json")
 
 
 def test_process_strategies_need_a_process_verifier():
