@@ -405,6 +405,27 @@ def test_bench_merge_keeps_the_first_row_sorts_and_refuses_other_settings(tmp_pa
         bench.merge(paths, tmp_path / "merged.json")
 
 
+def test_search_failures_finds_the_step_every_branch_went_wrong():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "search_failures.py"
+    spec = importlib.util.spec_from_file_location("search_failures", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    trace = [{"iteration": 0}, {"step": 1, "scores": [1.0, 0.0]}, {"step": 2, "scores": [0.0, 0.2]}]
+    assert bench.lost_step(trace) == 2
+    assert bench.lost_step(trace[:2]) is None
+
+    def steps(score):
+        return lambda text, rng: "A: 1@1<eos>" if text.count("\n") >= 2 else f"s@{score}\n"
+
+    result, _ = run("particle", steps(0.9), request(4))
+    assert bench.lost_step(result.trace) is None
+    result, _ = run("particle", steps(0.1), request(4))
+    assert bench.lost_step(result.trace) == 1
+
+
 def test_process_strategies_need_a_process_verifier():
     for name in sorted(PROCESS_STRATEGIES):
         with pytest.raises(ValueError, match="process verifier"):
