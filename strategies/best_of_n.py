@@ -40,13 +40,8 @@ async def bon(
     def stop(cands: list[Candidate]) -> bool:
         return any(c.score is not None and c.score >= stop_score for c in cands)
 
-    adaptive = stop_score is not None
     candidates, trace = await draw(
-        ctx,
-        request,
-        score=True,
-        wave=wave or (4 if adaptive else None),
-        stop_early=stop if adaptive else None,
+        ctx, request, score=True, wave=wave, stop_early=stop if stop_score is not None else None
     )
     best = max(candidates, key=lambda c: c.score, default=None)  # max keeps the first of ties
     answer = best.answer if best else None

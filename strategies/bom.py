@@ -67,15 +67,12 @@ async def bom(
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     require_verifier(request, "bom")
-    adaptive = stop_score is not None
+
+    def stop(cands: list[Candidate]) -> bool:
+        return settled(cands, request.n, alpha, k, stop_score)
+
     candidates, trace = await draw(
-        ctx,
-        request,
-        score=True,
-        wave=wave or (4 if adaptive else None),
-        stop_early=(lambda cands: settled(cands, request.n, alpha, k, stop_score))
-        if adaptive
-        else None,
+        ctx, request, score=True, wave=wave, stop_early=stop if stop_score is not None else None
     )
     answers = best_of_majority(
         [c.answer for c in candidates], [c.score for c in candidates], alpha, k

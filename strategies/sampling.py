@@ -13,6 +13,8 @@ from collections.abc import Callable
 from ponder.engine.context import Branch, SearchContext
 from ponder.strategies.base import Candidate, SearchRequest, candidates_of, score_branches
 
+EARLY_STOP_WAVE = 4  # samples per wave when a strategy may stop early
+
 
 async def draw(
     ctx: SearchContext,
@@ -22,10 +24,11 @@ async def draw(
     wave: int | None = None,
     stop_early: Callable[[list[Candidate]], bool] | None = None,
 ) -> tuple[list[Candidate], list[dict]]:
-    """Candidates (scored if asked) and a trace with one entry per wave."""
+    """Candidates (scored if asked) and a trace with one entry per wave. Without `wave`, the
+    samples come in one wave, or in waves of EARLY_STOP_WAVE when `stop_early` is given."""
     if wave is not None and wave < 1:
         raise ValueError(f"wave must be >= 1, got {wave}")
-    wave = wave or request.n
+    wave = wave or (EARLY_STOP_WAVE if stop_early is not None else request.n)
     root = ctx.root(request.prompt)
     candidates: list[Candidate] = []
     trace: list[dict] = []
