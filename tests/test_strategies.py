@@ -3,7 +3,6 @@ tie rules, resampling, pruning, budget stops, accounting, no leaked branches), p
 end-to-end run of every strategy on the embedded model."""
 
 import asyncio
-import re
 
 import pytest
 from ponder.engine.fake import FakeContext
@@ -11,60 +10,7 @@ from ponder.strategies import PROCESS_STRATEGIES, STRATEGIES, Budget, SearchRequ
 from ponder.strategies.bom import best_of_majority
 from ponder.strategies.particle import resampling_weights
 from ponder.strategies.voting import majority_vote, weighted_majority_vote
-
-
-class ScriptedVerifier:
-    """Scores each step by the number after '@' in it (0 if none): 'x@0.9' -> 0.9."""
-
-    name = "scripted"
-
-    def __init__(self, process=True):
-        self.process = process
-        self.calls = 0
-
-    def score(self, prompts, candidates):
-        self.calls += len(candidates)
-        out = []
-        for text in candidates:
-            steps = [s for s in text.split("\n") if s]
-            scores = [
-                float(m.group(1)) if (m := re.search(r"@([0-9.]+)", s)) else 0.0 for s in steps
-            ]
-            out.append(scores if self.process else scores[-1:] or [0.0])
-        return out
-
-
-def answer_of(text):
-    m = re.search(r"A: (\w+)", text)
-    return m.group(1) if m else None
-
-
-def request(n, process=True, **kw):
-    return SearchRequest(
-        prompt="Q\n", verifier=ScriptedVerifier(process), n=n, extract_answer=answer_of, **kw
-    )
-
-
-def run(strategy, policy, req, seed=0, **options):
-    async def go():
-        ctx = FakeContext(policy, seed=seed)
-        result = await STRATEGIES[strategy](ctx, req, **options)
-        assert ctx.live == set(), f"{strategy} leaked branches {ctx.live}"
-        return result, ctx
-
-    return asyncio.run(go())
-
-
-def cycling(solutions):
-    """Whole solutions handed out in order, one per sample."""
-    state = {"i": 0}
-
-    def policy(text, rng):
-        s = solutions[state["i"] % len(solutions)]
-        state["i"] += 1
-        return s + "<eos>"
-
-    return policy
+from scripted import cycling, request, run, step_policy
 
 
 def test_voting_tie_rule_and_none():
@@ -178,19 +124,6 @@ def test_adaptive_bom_returns_what_the_full_draw_returns(alpha, k):
         full, _ = run("bom", cycling(sols), req, alpha=alpha, k=k)
         early, _ = run("bom", cycling(sols), req, alpha=alpha, k=k, wave=1, stop_score=1.0)
         assert early.answers == full.answers, (sols, early.answers, full.answers)
-
-
-def step_policy(depth=3):
-    """Each step is good (@0.9) or bad (@0.1) at random; after `depth` steps, the answer says
-    how many good steps the path had."""
-
-    def policy(text, rng):
-        steps = text.count("\n")
-        if steps >= depth:
-            return f"A: {text.count('@0.9')}@0.5<eos>"
-        return "g@0.9\n" if rng.random() < 0.5 else "b@0.1\n"
-
-    return policy
 
 
 def test_beam_keeps_the_best_paths():
@@ -328,102 +261,6 @@ def test_astar_completes_the_best_open_state_when_no_state_finished():
     assert ctx.stats.verifier_calls == 4 + 1
     result, _ = run("astar", policy, request(4), k=4, max_expansions=1, complete=False)
     assert result.answer is None and not result.candidates[0].finished
-
-
-def load_bench():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "bench" / "strategies.py"
-    spec = importlib.util.spec_from_file_location("bench_strategies", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
-
-
-def test_bench_shared_draw_picks_what_each_strategy_picks():
-    """bench/strategies.py scores one BoN draw and applies the other sampling strategies'
-    selection rules to it; on the same samples that must be exactly what each strategy returns
-    (random answers and scores, many seeds, ties included)."""
-    bench = load_bench()
-
-    def policy(text, rng):
-        return f"A: {rng.choice('abcdef')}@{rng.choice([0.1, 0.5, 0.9])}<eos>"
-
-    for seed in range(40):
-        drawn, _ = run("bon", policy, request(16, process=False), seed=seed)
-        answers = [c.answer for c in drawn.candidates]
-        scores = [c.score for c in drawn.candidates]
-        for rule in bench.SHARED:
-            options = bench.OPTIONS.get(rule, {})
-            own, _ = run(rule, policy, request(16, process=False), seed=seed, **options)
-            assert [c.answer for c in own.candidates] == answers  # the same draw
-            assert bench.select(rule, answers, scores) == own.answer, (rule, seed)
-
-
-def test_bench_merge_keeps_the_first_row_sorts_and_refuses_other_settings(tmp_path, capsys):
-    import json
-
-    bench = load_bench()
-    head = {"bench": "strategies", "problems": 5, "level": 6, "seed": 0, "flip_rate": 0.1}
-
-    def row(strategy, n, verifier, accuracy, tokens):
-        return {
-            "strategy": strategy,
-            "n": n,
-            "verifier": verifier,
-            "accuracy": accuracy,
-            "mean_tokens": tokens,
-            "mean_verifier_calls": n,
-            "seconds": 1.0,
-        }
-
-    new = [
-        row("bon_adaptive", 8, "arith_outcome", 0.8, 300),
-        row("bon", 8, "arith_outcome", 0.9, 800),
-    ]
-    old = [row("bon", 8, "arith_outcome", 0.1, 1), row("beam", 4, "noisy_arith_step", 0.7, 400)]
-    old += [row("bon", 4, "arith_outcome", 0.7, 400), row("sample", 1, "arith_outcome", 0.6, 100)]
-    paths = []
-    for name, rows in (("new", new), ("old", old)):
-        paths.append(tmp_path / f"{name}.json")
-        paths[-1].write_text(json.dumps({**head, "budgets": [4, 8], "rows": rows}))
-    bench.merge(paths, tmp_path / "merged.json")
-    merged = json.loads((tmp_path / "merged.json").read_text())
-    keys = [(r["strategy"], r["n"], r["accuracy"]) for r in merged["rows"]]
-    assert keys == [
-        ("sample", 1, 0.6),
-        ("bon", 4, 0.7),
-        ("bon", 8, 0.9),  # the first file's row wins
-        ("beam", 4, 0.7),
-        ("bon_adaptive", 8, 0.8),
-    ]
-    assert merged["adaptive_savings"][0]["tokens_saved"] == round(1 - 300 / 800, 4)
-    assert (tmp_path / "merged.png").stat().st_size > 0
-    paths[1].write_text(json.dumps({**head, "seed": 1, "budgets": [4], "rows": old}))
-    with pytest.raises(SystemExit, match="differs"):
-        bench.merge(paths, tmp_path / "merged.json")
-
-
-def test_search_failures_finds_the_step_every_branch_went_wrong():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "bench" / "search_failures.py"
-    spec = importlib.util.spec_from_file_location("search_failures", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    trace = [{"iteration": 0}, {"step": 1, "scores": [1.0, 0.0]}, {"step": 2, "scores": [0.0, 0.2]}]
-    assert bench.lost_step(trace) == 2
-    assert bench.lost_step(trace[:2]) is None
-
-    def steps(score):
-        return lambda text, rng: "A: 1@1<eos>" if text.count("\n") >= 2 else f"s@{score}\n"
-
-    result, _ = run("particle", steps(0.9), request(4))
-    assert bench.lost_step(result.trace) is None
-    result, _ = run("particle", steps(0.1), request(4))
-    assert bench.lost_step(result.trace) == 1
 
 
 def test_process_strategies_need_a_process_verifier():
