@@ -48,8 +48,7 @@ from ponder.align.metrics import pass_at_k
 from ponder.engine import Engine
 from ponder.engine.sampling_params import SamplingParams
 from ponder.tasks.arith import embedded_model_path
-from ponder.tasks.registry import get_task
-from ponder.verifiers import make_verifier
+from ponder.tasks.registry import get_task, make_verifier
 from transformers import LlamaForCausalLM
 
 RESULTS = Path(__file__).resolve().parent / "results"

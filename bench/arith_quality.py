@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 from ponder.align.metrics import pass_at_k
-from ponder.engine.reference import ReferenceDecoder
+from ponder.engine.torch_backend.reference import ReferenceDecoder
 from ponder.tasks.arith import DEFAULT_LEVEL, LEVELS, embedded_model_path, generate
-from ponder.verifiers import make_verifier
+from ponder.tasks.registry import make_verifier
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from ponder.engine import Engine, SamplingParams
 from ponder.tasks.arith import DEFAULT_LEVEL, generate
-from ponder.verifiers import make_verifier
+from ponder.tasks.registry import make_verifier
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

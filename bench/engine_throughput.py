@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 from ponder.engine import Engine, SamplingParams
-from ponder.engine.reference import ReferenceDecoder
+from ponder.engine.torch_backend.reference import ReferenceDecoder
 from ponder.tasks.arith import embedded_model_path, generate
 
 RESULTS = Path(__file__).resolve().parent / "results"

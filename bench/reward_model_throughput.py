@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from ponder.engine import Engine, SamplingParams
 from ponder.tasks.arith import DEFAULT_LEVEL, generate
-from ponder.verifiers import make_verifier
+from ponder.tasks.registry import make_verifier
 from ponder.verifiers.reward_model import scores_of
 
 RESULTS = Path(__file__).resolve().parent / "results"

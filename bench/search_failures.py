@@ -23,8 +23,8 @@ from pathlib import Path
 from ponder.engine import Engine, SamplingParams
 from ponder.strategies import PROCESS_STRATEGIES, STRATEGIES, SearchRequest
 from ponder.tasks.arith import DEFAULT_LEVEL, generate
-from ponder.verifiers import make_verifier
-from ponder.verifiers.arith import extract_answer
+from ponder.tasks.arith.verifiers import extract_answer
+from ponder.tasks.registry import make_verifier
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OPTIONS = {"beam": {"beam_width": 4}, "dvts": {"beam_width": 4}}

@@ -35,9 +35,9 @@ from ponder.strategies import PROCESS_STRATEGIES, STRATEGIES, SearchRequest
 from ponder.strategies.bom import best_of_majority
 from ponder.strategies.voting import majority_vote, weighted_majority_vote
 from ponder.tasks.arith import DEFAULT_LEVEL, generate
-from ponder.verifiers import make_verifier
+from ponder.tasks.arith.verifiers import extract_answer
+from ponder.tasks.registry import make_verifier
 from ponder.verifiers.aggregate import aggregate
-from ponder.verifiers.arith import extract_answer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OPTIONS = {"beam": {"beam_width": 4}, "dvts": {"beam_width": 4}, "bom": {"alpha": 0.1}}

@@ -1,6 +1,6 @@
 """ponder.engine: requests, branches, scheduler, paged KV cache, model runner, backends, CLI.
 
-The public names are loaded lazily, so `import ponder.engine.context` (what strategies use)
+The public names are loaded lazily, so `import ponder.engine.protocol` (what strategies use)
 does not pull in torch:
 
     from ponder.engine import Engine, SamplingParams
@@ -11,14 +11,14 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "Engine": "ponder.engine.engine",
+    "Engine": "ponder.engine.torch_backend.engine",
     "SamplingParams": "ponder.engine.sampling_params",
     "RequestOutput": "ponder.engine.outputs",
     "CompletionOutput": "ponder.engine.outputs",
-    "Branch": "ponder.engine.context",
-    "SearchContext": "ponder.engine.context",
-    "SearchStats": "ponder.engine.context",
-    "FakeContext": "ponder.engine.fake",
+    "Branch": "ponder.engine.protocol",
+    "SearchContext": "ponder.engine.protocol",
+    "SearchStats": "ponder.engine.protocol",
+    "FakeContext": "ponder.engine.fake_backend",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -37,7 +37,7 @@ from __future__ import annotations
 import heapq
 import itertools
 
-from ponder.engine.context import SearchContext
+from ponder.engine.protocol import SearchContext
 from ponder.strategies.base import (
     SearchRequest,
     SearchResult,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ponder.engine.context import Branch, SearchContext, SearchStats
+from ponder.engine.protocol import Branch, SearchContext, SearchStats
 from ponder.verifiers.aggregate import aggregate
 
 

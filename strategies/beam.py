@@ -8,7 +8,7 @@ they finish; the answer is the highest-scoring candidate (earliest on ties).
 
 from __future__ import annotations
 
-from ponder.engine.context import SearchContext
+from ponder.engine.protocol import SearchContext
 from ponder.strategies.base import (
     SearchRequest,
     SearchResult,

@@ -18,7 +18,7 @@ makes it a heuristic that trades accuracy for tokens.
 
 from __future__ import annotations
 
-from ponder.engine.context import SearchContext
+from ponder.engine.protocol import SearchContext
 from ponder.strategies.base import (
     Candidate,
     SearchRequest,

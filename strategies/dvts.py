@@ -8,7 +8,7 @@ options of every subtree (n in all); the answer is the highest-scoring one.
 
 from __future__ import annotations
 
-from ponder.engine.context import SearchContext
+from ponder.engine.protocol import SearchContext
 from ponder.strategies.base import (
     SearchRequest,
     SearchResult,

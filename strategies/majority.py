@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from ponder.engine.context import SearchContext
+from ponder.engine.protocol import SearchContext
 from ponder.strategies.base import Candidate, SearchRequest, SearchResult, finish, require_verifier
 from ponder.strategies.sampling import draw
 from ponder.strategies.voting import answer_weights, majority_vote, weighted_majority_vote

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import random
 
-from ponder.engine.context import SearchContext
+from ponder.engine.protocol import SearchContext
 from ponder.strategies.base import (
     SearchRequest,
     SearchResult,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 
-from ponder.engine.context import Branch, SearchContext
+from ponder.engine.protocol import Branch, SearchContext
 from ponder.strategies.base import (
     SearchRequest,
     SearchResult,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ponder.engine.context import Branch, SearchContext
+from ponder.engine.protocol import Branch, SearchContext
 from ponder.strategies.base import Candidate, SearchRequest, candidates_of, score_branches
 
 EARLY_STOP_WAVE = 4  # samples per wave when a strategy may stop early

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ponder.engine.context import Branch, SearchContext
+from ponder.engine.protocol import Branch, SearchContext
 from ponder.strategies.base import SearchRequest, score_branches
 
 

@@ -4,7 +4,7 @@ the text ('x@0.9' scores 0.9), requests, a runner that checks no branch leaked, 
 import asyncio
 import re
 
-from ponder.engine.fake import FakeContext
+from ponder.engine.fake_backend import FakeContext
 from ponder.strategies import STRATEGIES, SearchRequest
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from ponder.engine import Engine, SamplingParams
 from ponder.tasks.arith import DEFAULT_LEVEL, generate
-from ponder.verifiers import make_verifier
+from ponder.tasks.registry import make_verifier
 
 
 def auroc(scores, labels) -> float:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import tomllib
 from click.testing import CliRunner
-from ponder.engine.cli import main
+from ponder.apps.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,6 +61,9 @@ def test_import_from_repo_root_uses_the_namespace():
 
 
 def test_strategy_facing_modules_do_not_import_torch():
-    code = "import sys, ponder.engine.context, ponder.engine.fake; print('torch' in sys.modules)"
+    code = (
+        "import sys, ponder.engine.protocol, ponder.engine.fake_backend; "
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -4,8 +4,7 @@ canonical solutions (all 164 pass)."""
 import json
 
 import pytest
-from ponder.tasks.registry import get_task
-from ponder.verifiers import make_verifier
+from ponder.tasks.registry import get_task, make_verifier
 from ponder.verifiers.code import build_program, code_reference, truncate
 
 TEST = "def check(f):\n    assert f(2) == 4"

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 import torch
 from ponder.engine import Engine, SamplingParams
-from ponder.engine.reference import ReferenceDecoder
+from ponder.engine.torch_backend.reference import ReferenceDecoder
 from ponder.tasks.arith import embedded_model_path, generate
 
 PROMPTS = [p.prompt for p in generate(6, split="heldout", seed=3, difficulty=2)] + [

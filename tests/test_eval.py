@@ -3,7 +3,7 @@
 import json
 
 from click.testing import CliRunner
-from ponder.engine.cli import main
+from ponder.apps.cli import main
 
 
 def run(args):

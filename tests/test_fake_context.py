@@ -3,7 +3,7 @@
 import asyncio
 
 import pytest
-from ponder.engine.fake import FakeContext
+from ponder.engine.fake_backend import FakeContext
 
 
 def counting_policy(text, rng):

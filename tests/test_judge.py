@@ -6,7 +6,7 @@ import math
 import pytest
 from ponder.engine import Engine
 from ponder.engine.outputs import Logprob
-from ponder.verifiers import make_verifier
+from ponder.tasks.registry import make_verifier
 from ponder.verifiers.judge import yes_probability
 
 

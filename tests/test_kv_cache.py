@@ -4,7 +4,7 @@ copy-on-write, prefix hits, eviction, and a leak check at the end of every test.
 import random
 
 import pytest
-from ponder.engine.kv_cache import BlockManager
+from ponder.engine.torch_backend.kv_cache import BlockManager
 
 
 def assert_all_free(bm: BlockManager) -> None:

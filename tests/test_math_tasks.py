@@ -7,13 +7,12 @@ import shutil
 
 import pytest
 from click.testing import CliRunner
+from ponder.apps.cli import main
+from ponder.apps.evaluate import run_eval
 from ponder.engine import Engine
-from ponder.engine.cli import main
 from ponder.tasks.arith import embedded_model_path
-from ponder.tasks.evaluate import run_eval
 from ponder.tasks.math_data import INSTRUCTION, MathTask
-from ponder.tasks.registry import get_task
-from ponder.verifiers import VERIFIERS
+from ponder.tasks.registry import VERIFIERS, get_task
 from ponder.verifiers.math_answer import MathEquivVerifier
 from transformers import AutoTokenizer
 
@@ -97,7 +96,7 @@ def test_eval_cli_task_errors_are_one_line(tmp_path):
     assert missing.exit_code == 2 and "no such file" in missing.output
     assert "Traceback" not in missing.output
     nopath = runner.invoke(main, ["eval", "--task", "jsonl", "--out", out])
-    assert nopath.exit_code == 2 and "bad options for task 'jsonl'" in nopath.output
+    assert nopath.exit_code == 2 and "task 'jsonl' needs option 'path'" in nopath.output
     unknown = runner.invoke(main, ["eval", "--task", "nope", "--out", out])
     assert unknown.exit_code == 2 and "unknown task 'nope'" in unknown.output
     noprocess = runner.invoke(main, ["eval", "--task", "gsm8k", "--strategy", "beam", "--out", out])

@@ -4,7 +4,7 @@ equivalence (also off the main thread), and the reference-reading rule verifiers
 import threading
 
 import pytest
-from ponder.verifiers import make_verifier
+from ponder.tasks.registry import make_verifier
 from ponder.verifiers.math_answer import answers_equal, extract_math_answer, normalize_number
 
 
@@ -93,5 +93,5 @@ def test_regex_match_uses_the_last_match_and_its_first_group():
         regex.score(["q"], ["ANSWER: b"])
     with pytest.raises(ValueError, match="bad pattern"):
         make_verifier("regex_match", pattern="(")
-    with pytest.raises(ValueError, match="bad options for verifier 'regex_match'"):
+    with pytest.raises(ValueError, match="verifier 'regex_match' needs option 'pattern'"):
         make_verifier("regex_match")

@@ -5,8 +5,8 @@ import json
 
 import pytest
 import torch
-from ponder.engine.model import CausalLM
-from ponder.engine.model_runner import ForwardInput, ModelRunner
+from ponder.engine.torch_backend.model import CausalLM
+from ponder.engine.torch_backend.model_runner import ForwardInput, ModelRunner
 from transformers import (
     LlamaConfig,
     LlamaForCausalLM,

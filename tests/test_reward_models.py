@@ -4,7 +4,7 @@ batched == one by one, padding invariance, both PRM conventions, chat templates,
 import pytest
 import torch
 from ponder.tasks.arith import embedded_model_path
-from ponder.verifiers import make_verifier
+from ponder.tasks.registry import make_verifier
 from ponder.verifiers.process_reward_model import LastStepOutcome
 from ponder.verifiers.reward_model import scores_of
 from transformers import (

@@ -4,9 +4,9 @@ import math
 
 import pytest
 import torch
-from ponder.engine.sampling import RowParams, filter_logits, sample
 from ponder.engine.sampling_params import SamplingParams
-from ponder.engine.sequence import StopRule
+from ponder.engine.torch_backend.sampling import RowParams, filter_logits, sample
+from ponder.engine.torch_backend.sequence import StopRule
 
 
 def test_filter_top_k_keeps_exactly_k():

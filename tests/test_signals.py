@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from ponder.align import group_advantages
-from ponder.align.signals import read_complete, to_dataset, write_signals
+from ponder.apps.cli import main
+from ponder.apps.signals import read_complete, to_dataset, write_signals
 from ponder.engine import Engine
-from ponder.engine.cli import main
-from ponder.tasks.registry import get_task
-from ponder.verifiers import make_verifier
+from ponder.tasks.registry import get_task, make_verifier
 
 
 @pytest.fixture(scope="module")

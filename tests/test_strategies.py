@@ -5,7 +5,7 @@ end-to-end run of every strategy on the embedded model."""
 import asyncio
 
 import pytest
-from ponder.engine.fake import FakeContext
+from ponder.engine.fake_backend import FakeContext
 from ponder.strategies import PROCESS_STRATEGIES, STRATEGIES, Budget, SearchRequest
 from ponder.strategies.bom import best_of_majority
 from ponder.strategies.particle import resampling_weights
@@ -298,8 +298,8 @@ def engine():
 def test_every_strategy_end_to_end(engine, name):
     from ponder.engine import SamplingParams
     from ponder.tasks.arith import generate
-    from ponder.verifiers import make_verifier
-    from ponder.verifiers.arith import extract_answer
+    from ponder.tasks.arith.verifiers import extract_answer
+    from ponder.tasks.registry import make_verifier
 
     problem = generate(1, split="heldout", seed=21, difficulty=3)[0]
     process = name in PROCESS_STRATEGIES

@@ -2,9 +2,9 @@
 
 import pytest
 from ponder.tasks.arith import generate
-from ponder.verifiers import make_verifier
+from ponder.tasks.arith.verifiers import extract_answer
+from ponder.tasks.registry import make_verifier
 from ponder.verifiers.aggregate import aggregate
-from ponder.verifiers.arith import extract_answer
 from ponder.verifiers.base import split_steps
 
 Q = "Q: 2*3+4\n"

@@ -1,67 +1,79 @@
 """ponder.verifiers: everything that scores a candidate, behind one batched interface.
 
-    make_verifier("arith_step").score(prompts, candidates) -> [[step scores], ...]
+    make_verifier("math_equiv").score(prompts, candidates, references) -> [[step scores], ...]
 
-A plain registry maps names to constructors; options are keyword arguments. Adding a verifier is
-a new module and a registry entry.
+`VERIFIERS` maps the generic verifiers' names to constructors; options are keyword arguments.
+Task-specific verifiers (the arith world's exact and noisy checkers) live with their task and
+join these in `ponder.tasks.registry`, the registry the applications use. Constructors are
+imported on first use, so `import ponder.verifiers` (and the strategies, which use
+`ponder.verifiers.aggregate`) never loads torch.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
-from ponder.verifiers.arith import ArithOutcomeVerifier, ArithStepVerifier, NoisyVerifier
+from ponder.engine.options import check_options
 from ponder.verifiers.base import Verifier
-from ponder.verifiers.code import CodeTestsVerifier
-from ponder.verifiers.judge import LLMJudge
-from ponder.verifiers.math_answer import ExactMatchVerifier, MathEquivVerifier, RegexMatchVerifier
-from ponder.verifiers.process_reward_model import LastStepOutcome, ProcessRewardModel
-from ponder.verifiers.reward_model import OutcomeRewardModel
 
 
-def _noisy_step(flip_rate: float = 0.1, seed: int = 0) -> Verifier:
-    return NoisyVerifier(ArithStepVerifier(), flip_rate=flip_rate, seed=seed)
+def _lazy(module: str, name: str) -> Callable[..., Verifier]:
+    def make(**options) -> Verifier:
+        return getattr(importlib.import_module(module), name)(**options)
 
-
-def _noisy_outcome(flip_rate: float = 0.1, seed: int = 0) -> Verifier:
-    return NoisyVerifier(ArithOutcomeVerifier(), flip_rate=flip_rate, seed=seed)
+    make.target = (module, name)  # what signature to validate options against
+    return make
 
 
 def _arith_prm(batch_size: int = 64, device: str = "cpu") -> Verifier:
-    from ponder.tasks.arith import embedded_reward_model_path
+    from ponder import embedded
+    from ponder.verifiers.process_reward_model import ProcessRewardModel
 
-    path = str(embedded_reward_model_path())
+    path = str(embedded.reward_model_path())
     return ProcessRewardModel(path, batch_size=batch_size, device=device, name="arith_prm")
 
 
 def _arith_orm(batch_size: int = 64, device: str = "cpu") -> Verifier:
+    from ponder.verifiers.process_reward_model import LastStepOutcome
+
     return LastStepOutcome(_arith_prm(batch_size, device), name="arith_orm")
 
 
 VERIFIERS: dict[str, Callable[..., Verifier]] = {
-    "arith_outcome": ArithOutcomeVerifier,
-    "arith_step": ArithStepVerifier,
-    "arith_noisy_step": _noisy_step,
-    "arith_noisy_outcome": _noisy_outcome,
-    "math_equiv": MathEquivVerifier,
-    "exact_match": ExactMatchVerifier,
-    "regex_match": RegexMatchVerifier,
-    "code_tests": CodeTestsVerifier,
-    "orm": OutcomeRewardModel,  # path=<HF sequence-classification folder>
-    "prm": ProcessRewardModel,  # path=..., convention=step_token|tag_token
-    "arith_prm": _arith_prm,  # the learned arith PRM (tasks/arith/train_rm.py)
+    "math_equiv": _lazy("ponder.verifiers.math_answer", "MathEquivVerifier"),
+    "exact_match": _lazy("ponder.verifiers.math_answer", "ExactMatchVerifier"),
+    "regex_match": _lazy("ponder.verifiers.math_answer", "RegexMatchVerifier"),
+    "code_tests": _lazy("ponder.verifiers.code", "CodeTestsVerifier"),
+    # path=<HF sequence-classification folder>
+    "orm": _lazy("ponder.verifiers.reward_model", "OutcomeRewardModel"),
+    # path=..., convention=step_token|tag_token
+    "prm": _lazy("ponder.verifiers.process_reward_model", "ProcessRewardModel"),
+    "arith_prm": _arith_prm,  # the learned arith PRM shipped in ponder.embedded
     "arith_orm": _arith_orm,  # the same checkpoint, last step's score as the outcome
-    "judge": LLMJudge,  # path=<a model folder>: P(yes) to "is this solution correct?"
+    # path=<a model folder>: P(yes) to "is this solution correct?"
+    "judge": _lazy("ponder.verifiers.judge", "LLMJudge"),
 }
 
 
 def make_verifier(name: str, **options) -> Verifier:
-    if name not in VERIFIERS:
-        raise ValueError(f"unknown verifier {name!r}; known: {sorted(VERIFIERS)}")
-    try:
-        return VERIFIERS[name](**options)
-    except TypeError as exc:
-        raise ValueError(f"bad options for verifier {name!r}: {exc}") from None
+    """A generic verifier by name; options are checked against its constructor first."""
+    return build(VERIFIERS, name, options)
 
 
-__all__ = ["VERIFIERS", "Verifier", "make_verifier"]
+def build(registry: dict[str, Callable[..., Verifier]], name: str, options: dict) -> Verifier:
+    """Construct `registry[name](**options)`, with a ValueError naming the valid options when
+    one is unknown (checked before anything loads) and the unknown name when the name is."""
+    if name not in registry:
+        raise ValueError(f"unknown verifier {name!r}; known: {sorted(registry)}")
+    factory = registry[name]
+    target = getattr(factory, "target", None)
+    if target is not None:
+        factory_for_check = getattr(importlib.import_module(target[0]), target[1])
+    else:
+        factory_for_check = factory
+    check_options(factory_for_check, options, f"verifier {name!r}")
+    return factory(**options)
+
+
+__all__ = ["VERIFIERS", "Verifier", "build", "make_verifier"]

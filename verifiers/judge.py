@@ -46,7 +46,7 @@ class LLMJudge:
         yes: str | Iterable[str] = ("yes", "Yes"),
         no: str | Iterable[str] = ("no", "No"),
     ):
-        from ponder.engine.engine import Engine
+        from ponder.engine.torch_backend.engine import Engine
 
         if (path is None) == (engine is None):
             raise ValueError("the judge needs exactly one of path= (a model folder) or engine=")

@@ -2,13 +2,15 @@
 
 `problems` generates problems and reference solutions, `tokenizer` builds the character-level
 tokenizer, `train` trains the model shipped in `model/` (a Hugging Face folder), and
-`embedded_model_path()` says where that checkpoint lives after installation.
+`embedded_model_path()` says where that checkpoint lives after installation (the weights are
+kept in `ponder.embedded`, below every layer).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ponder import embedded
 from ponder.tasks.arith.problems import (
     DEFAULT_LEVEL,
     LEVELS,
@@ -35,22 +37,10 @@ __all__ = [
 
 
 def embedded_model_path() -> Path:
-    """The shipped checkpoint folder; RuntimeError if the install lost it."""
-    path = Path(__file__).resolve().parent / "model"
-    if not (path / "config.json").is_file():
-        raise RuntimeError(
-            f"the embedded arith model is missing at {path}; reinstall ponder "
-            "(`pip install .`) or retrain it with `python -m ponder.tasks.arith.train`"
-        )
-    return path
+    """The shipped checkpoint folder (kept in `ponder.embedded`); RuntimeError if missing."""
+    return embedded.model_path()
 
 
 def embedded_reward_model_path() -> Path:
     """The shipped learned reward model (tasks/arith/train_rm.py); RuntimeError if missing."""
-    path = Path(__file__).resolve().parent / "reward_model"
-    if not (path / "config.json").is_file():
-        raise RuntimeError(
-            f"the arith reward model is missing at {path}; reinstall ponder or retrain it with "
-            "`python -m ponder.tasks.arith.train_rm --out <that folder>`"
-        )
-    return path
+    return embedded.reward_model_path()

@@ -9,8 +9,8 @@ from ponder.tasks.arith.problems import (
     STEP_DELIMITER,
     generate,
 )
+from ponder.tasks.arith.verifiers import extract_answer
 from ponder.tasks.base import Item, Task
-from ponder.verifiers.arith import extract_answer
 
 
 class ArithTask(Task):

@@ -1,6 +1,6 @@
 """Train the embedded arith model from scratch: a tiny Llama, seeded, on 2 CPU cores.
 
-    python -m ponder.tasks.arith.train --out tasks/arith/model --minutes 18
+    python -m ponder.tasks.arith.train --out embedded/model --minutes 18
 
 Writes a Hugging Face folder (config.json, model.safetensors, tokenizer.json,
 generation_config.json) plus `training.json` (the exact arguments, the loss curve and the wall
@@ -142,7 +142,7 @@ def train(args: argparse.Namespace) -> dict:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="tasks/arith/model")
+    parser.add_argument("--out", default="embedded/model")
     parser.add_argument("--steps", type=int, default=1700)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)

@@ -1,6 +1,6 @@
 """Train the arith world's learned process reward model (the realistic, imperfect verifier).
 
-    python -m ponder.tasks.arith.train_rm --out tasks/arith/reward_model [--problems 300]
+    python -m ponder.tasks.arith.train_rm --out embedded/reward_model [--problems 300]
 
 1. Sample `--samples` solutions per TRAIN-split problem (default level) from the embedded model
    with the engine (temperature 1, seeded).
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 from ponder.tasks.arith import DEFAULT_LEVEL, STEP_DELIMITER, embedded_model_path, generate
-from ponder.verifiers.arith import ArithStepVerifier
+from ponder.tasks.arith.verifiers import ArithStepVerifier
 from ponder.verifiers.process_reward_model import step_layout
 from ponder.verifiers.reward_model import single_token_id
 

@@ -19,8 +19,8 @@ from concurrent.futures import Future
 from typing import Any
 
 import torch
-from ponder.engine.core import EngineCore
-from ponder.engine.sequence import Sequence
+from ponder.engine.torch_backend.core import EngineCore
+from ponder.engine.torch_backend.sequence import Sequence
 
 
 class EngineLoop:

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from ponder.engine.attention import build_metadata, copy_blocks, make_kv_cache
-from ponder.engine.model import CausalLM, ModelConfig
+from ponder.engine.torch_backend.attention import build_metadata, copy_blocks, make_kv_cache
+from ponder.engine.torch_backend.model import CausalLM, ModelConfig
 
 
 @dataclass(frozen=True, slots=True)

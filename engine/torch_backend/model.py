@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from ponder.engine.attention import AttentionMetadata, paged_attention
+from ponder.engine.torch_backend.attention import AttentionMetadata, paged_attention
 from safetensors.torch import load_file
 from torch import nn
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from ponder.engine.sampling_params import SamplingParams
 from ponder.strategies import SearchRequest, get_strategy
 from ponder.tasks.base import Item, Task
-from ponder.verifiers import make_verifier
+from ponder.tasks.registry import make_verifier
 
 
 def prompt_for(engine, task: Task, item: Item):

@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
-from ponder.engine.context import Branch, SearchContext, SearchStats
-from ponder.engine.sampling import RowParams
+from ponder.engine.protocol import Branch, SearchContext, SearchStats
 from ponder.engine.sampling_params import SamplingParams
-from ponder.engine.sequence import Sequence as Seq
-from ponder.engine.sequence import StopRule
+from ponder.engine.torch_backend.sampling import RowParams
+from ponder.engine.torch_backend.sequence import Sequence as Seq
+from ponder.engine.torch_backend.sequence import StopRule
 
 if TYPE_CHECKING:
-    from ponder.engine.engine import Engine
+    from ponder.engine.torch_backend.engine import Engine
 
 
 @dataclass(slots=True)

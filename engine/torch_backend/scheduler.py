@@ -19,10 +19,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ponder.engine.kv_cache import BlockManager
-from ponder.engine.model_runner import ForwardInput
-from ponder.engine.sampling import SampleOutput
-from ponder.engine.sequence import Sequence, Status
+from ponder.engine.torch_backend.kv_cache import BlockManager
+from ponder.engine.torch_backend.model_runner import ForwardInput
+from ponder.engine.torch_backend.sampling import SampleOutput
+from ponder.engine.torch_backend.sequence import Sequence, Status
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,7 +55,7 @@ def demo(
     model_path: str | None,
 ) -> None:
     """Sample solutions to arith problems and check them with the exact verifiers."""
-    from ponder.engine.demo import run_demo
+    from ponder.apps.demo import run_demo
     from ponder.tasks.arith import DEFAULT_LEVEL, LEVELS
 
     level = DEFAULT_LEVEL if difficulty is None else difficulty
@@ -168,11 +168,10 @@ def eval_command(
     """Run a search strategy over a task and report accuracy and compute."""
     from pathlib import Path
 
-    from ponder.engine.engine import Engine
+    from ponder.apps.evaluate import run_eval
+    from ponder.engine.torch_backend.engine import Engine
     from ponder.strategies import PROCESS_STRATEGIES, STRATEGIES
-    from ponder.tasks.evaluate import run_eval
-    from ponder.tasks.registry import get_task
-    from ponder.verifiers import VERIFIERS
+    from ponder.tasks.registry import VERIFIERS, get_task
 
     if strategy not in STRATEGIES:
         raise click.BadParameter(
@@ -276,15 +275,14 @@ def signals(
     import asyncio
     from pathlib import Path
 
-    from ponder.align.signals import (
+    from ponder.apps.signals import (
         check_objective,
         summarize_signals,
         to_dataset,
         write_signals,
     )
-    from ponder.engine.engine import Engine
-    from ponder.tasks.registry import get_task
-    from ponder.verifiers import make_verifier
+    from ponder.engine.torch_backend.engine import Engine
+    from ponder.tasks.registry import get_task, make_verifier
 
     task_kwargs = _parse_options(task_options, "--task-option")
     try:

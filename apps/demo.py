@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ponder.engine.engine import Engine
 from ponder.engine.sampling_params import SamplingParams
+from ponder.engine.torch_backend.engine import Engine
 from ponder.tasks.arith import generate
-from ponder.verifiers import make_verifier
+from ponder.tasks.registry import make_verifier
 
 
 def run_demo(

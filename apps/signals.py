@@ -27,9 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ponder.align import OBJECTIVES, group_advantages
+from ponder.apps.evaluate import prompt_for
 from ponder.engine.sampling_params import SamplingParams
 from ponder.tasks.base import Item, Task
-from ponder.tasks.evaluate import prompt_for
 
 
 def read_complete(out: Path, n: int) -> dict[str, list[dict]]:

@@ -21,14 +21,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from ponder.engine.core import EngineCore
-from ponder.engine.engine_context import EngineContext
-from ponder.engine.kv_cache import BlockManager, KVStats
-from ponder.engine.loop import EngineLoop
-from ponder.engine.model import CausalLM
-from ponder.engine.model_runner import ModelRunner
+from ponder import embedded
 from ponder.engine.outputs import CompletionOutput, Logprob, RequestOutput
 from ponder.engine.sampling_params import SamplingParams
+from ponder.engine.torch_backend.context import EngineContext
+from ponder.engine.torch_backend.core import EngineCore
+from ponder.engine.torch_backend.kv_cache import BlockManager, KVStats
+from ponder.engine.torch_backend.loop import EngineLoop
+from ponder.engine.torch_backend.model import CausalLM
+from ponder.engine.torch_backend.model_runner import ModelRunner
 from transformers import AutoTokenizer
 
 Prompt = str | Sequence[int]
@@ -82,11 +83,9 @@ class Engine:
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, **options) -> Engine:
-        """Load a Hugging Face folder; `None` loads the embedded arith model."""
+        """Load a Hugging Face folder; `None` loads the embedded arith model (ponder.embedded)."""
         if path is None:
-            from ponder.tasks.arith import embedded_model_path
-
-            path = embedded_model_path()
+            path = embedded.model_path()
         if not (Path(path) / "config.json").is_file():
             raise ValueError(f"{path} is not a Hugging Face model folder (no config.json)")
         return cls(path, **options)

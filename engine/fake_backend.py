@@ -18,7 +18,7 @@ import itertools
 import random
 from collections.abc import Callable, Iterable, Sequence
 
-from ponder.engine.context import Branch, SearchContext, SearchStats
+from ponder.engine.protocol import Branch, SearchContext, SearchStats
 
 EOS_MARKER = "<eos>"
 EOS_ID = 0

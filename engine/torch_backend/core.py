@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from ponder.engine.kv_cache import BlockManager, KVStats
-from ponder.engine.model_runner import ModelRunner
-from ponder.engine.sampling import SampleOutput, sample
-from ponder.engine.scheduler import ScheduledBatch, Scheduler
-from ponder.engine.sequence import Sequence
+from ponder.engine.torch_backend.kv_cache import BlockManager, KVStats
+from ponder.engine.torch_backend.model_runner import ModelRunner
+from ponder.engine.torch_backend.sampling import SampleOutput, sample
+from ponder.engine.torch_backend.scheduler import ScheduledBatch, Scheduler
+from ponder.engine.torch_backend.sequence import Sequence
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from ponder.engine.sampling import RowParams
+from ponder.engine.torch_backend.sampling import RowParams
 
 
 class Status(enum.Enum):
