@@ -96,6 +96,7 @@ class FakeContext(SearchContext):
             )
             self._tokens[kid.id] = tokens
             self.stats.generated_tokens += added
+            self.stats.samples += 1
             out.append(kid)
         if release_inputs:
             self.release(branches)

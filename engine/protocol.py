@@ -62,6 +62,7 @@ class SearchStats:
     computed_prompt_tokens: int = 0  # prompt tokens whose KV was computed
     recomputed_tokens: int = 0  # context tokens computed again (preemption), never wanted
     generated_tokens: int = 0
+    samples: int = 0  # branches produced by extend (what Budget.max_samples counts)
     extend_calls: int = 0
     verifier_calls: int = 0  # candidates scored
     started: float = field(default_factory=time.perf_counter)
@@ -79,6 +80,7 @@ class SearchStats:
             "computed_prompt_tokens": self.computed_prompt_tokens,
             "recomputed_tokens": self.recomputed_tokens,
             "generated_tokens": self.generated_tokens,
+            "samples": self.samples,
             "extend_calls": self.extend_calls,
             "verifier_calls": self.verifier_calls,
             "wall_seconds": round(self.wall_seconds, 4),

@@ -364,6 +364,7 @@ class EngineContext(SearchContext):
                 stop_reason=seq.stop_reason,
             )
             self.stats.generated_tokens += seq.num_new_tokens
+            self.stats.samples += 1
             self.stats.cached_prompt_tokens += seq.cached_tokens
             recomputed = seq.recomputed_tokens
             if id(seq) in direct:  # its first pass over the prompt is compute, not recompute
