@@ -1,7 +1,9 @@
 """The `ponder` command line: one console script, one subcommand per job.
 
-Subcommands parse and validate arguments, then call library code; no search logic lives here.
-Bad arguments end in a one-line error (click's usage error), never a traceback.
+Each subcommand parses its flags, validates everything it can before a model loads (strategy,
+task and verifier names and options, the run file), then calls one library function. A caller's
+mistake ends in a one-line usage error; an error while running (e.g. a prompt longer than the
+model takes) is a one-line error; anything else is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import time
 from importlib.metadata import version
 
 import click
+from ponder.apps.cli_options import load_engine, model_label, parse_pairs, read_config
+
+MODEL_HELP = "A Hugging Face model folder (default: the embedded arith model)."
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,35 +30,34 @@ def main() -> None:
     default=5,
     show_default=True,
     type=click.IntRange(1, 1000),
-    help="Number of held-out problems.",
+    help="Number of held-out arith problems.",
 )
 @click.option(
     "--level",
     "difficulty",
     default=None,
     type=int,
-    help="Difficulty level (default: the task's default level).",
+    help="Arith difficulty level (default: the task's default level).",
 )
 @click.option(
     "--n", default=4, show_default=True, type=click.IntRange(1, 256), help="Samples per problem."
 )
-@click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(0.0, 5.0))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--temperature",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0.0, 5.0),
+    help="Sampling temperature (0: greedy).",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds problems and samples.")
 @click.option(
     "--model",
     "model_path",
     default=None,
     type=click.Path(exists=True, file_okay=False),
-    help="A Hugging Face model folder (default: the embedded arith model).",
+    help=MODEL_HELP,
 )
-def demo(
-    limit: int,
-    difficulty: int | None,
-    n: int,
-    temperature: float,
-    seed: int,
-    model_path: str | None,
-) -> None:
+def demo(limit, difficulty, n, temperature, seed, model_path) -> None:  # fmt: skip
     """Sample solutions to arith problems and check them with the exact verifiers."""
     from ponder.apps.demo import run_demo
     from ponder.tasks.arith import DEFAULT_LEVEL, LEVELS
@@ -64,52 +68,48 @@ def demo(
             f"unknown level {level}; known: {sorted(LEVELS)}", param_hint="--level"
         )
     start = time.perf_counter()
-    summary = run_demo(
-        limit=limit,
-        level=level,
-        n=n,
-        temperature=temperature,
-        seed=seed,
-        model_path=model_path,
-        echo=click.echo,
-    )
+    with load_engine(model_path) as engine:
+        summary = run_demo(engine, limit=limit, level=level, n=n, temperature=temperature,
+                           seed=seed, echo=click.echo)  # fmt: skip
     summary["wall_seconds"] = round(time.perf_counter() - start, 2)
     click.echo(json.dumps(summary))
 
 
-def _parse_options(pairs: tuple[str, ...], flag: str = "--option") -> dict:
-    """key=value pairs (values parsed as JSON when they parse, else kept as strings)."""
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected key=value, got {pair!r}", param_hint=flag)
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
+def task_flags(fn):
+    """--task, --task-option, --level, --limit, --seed, --model and --config, shared by eval
+    and signals."""
+    flags = [
+        click.option("--task", default="arith", show_default=True,
+                     help="Registered task (ponder.tasks.registry); arith is the embedded world."),
+        click.option("--task-option", "task_pairs", multiple=True,
+                     help="Task option key=value, repeatable (e.g. path=data.jsonl)."),
+        click.option("--level", default=None, type=int,
+                     help="Arith difficulty level (shorthand for --task-option level=N)."),
+        click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10**6),
+                     help="Number of problems (the task's first ones for the seed)."),
+        click.option("--seed", default=0, show_default=True, type=int,
+                     help="Seeds the problems, every search and the noisy verifiers."),
+        click.option("--temperature", default=1.0, show_default=True,
+                     type=click.FloatRange(0.0, 5.0), help="Sampling temperature (0: greedy)."),
+        click.option("--model", "model_path", default=None,
+                     type=click.Path(exists=True, file_okay=False), help=MODEL_HELP),
+        click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
+                     help="JSON file with options / task_options / verifier_options objects."),
+        click.option("--restart", is_flag=True,
+                     help="Start the --out run file anew instead of resuming it."),
+    ]  # fmt: skip
+    for flag in reversed(flags):
+        fn = flag(fn)
+    return fn
 
 
 @main.command(name="eval")
-@click.option(
-    "--task",
-    default="arith",
-    show_default=True,
-    help="Registered task (see ponder.tasks.registry); arith is the embedded world.",
-)
-@click.option(
-    "--task-option",
-    "task_options",
-    multiple=True,
-    help="Task option key=value, repeatable (e.g. path=data.jsonl).",
-)
+@task_flags
 @click.option(
     "--strategy",
     default="bon",
     show_default=True,
-    help="Registered strategy: sample, bon, majority, weighted_majority, bom, beam, "
-    "particle, particle_gibbs, astar, dvts.",
+    help="Registered strategy (ponder.strategies.STRATEGIES).",
 )
 @click.option(
     "--n",
@@ -118,10 +118,12 @@ def _parse_options(pairs: tuple[str, ...], flag: str = "--option") -> dict:
     type=click.IntRange(1, 4096),
     help="Width: samples, particles or beams.",
 )
-@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100000))
-@click.option("--level", default=None, type=int, help="arith difficulty (default: the default).")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(0.0, 5.0))
+@click.option(
+    "--option",
+    "option_pairs",
+    multiple=True,
+    help="Strategy option key=value, repeatable (e.g. tau=0.5).",
+)
 @click.option(
     "--verifier",
     "verifier_name",
@@ -129,12 +131,11 @@ def _parse_options(pairs: tuple[str, ...], flag: str = "--option") -> dict:
     help="Verifier name (default: the task's process or outcome checker).",
 )
 @click.option(
-    "--flip-rate",
-    default=None,
-    type=click.FloatRange(0.0, 1.0),
-    help="For noisy verifiers: probability of flipping each score.",
+    "--verifier-option",
+    "verifier_pairs",
+    multiple=True,
+    help="Verifier option key=value, repeatable (e.g. flip_rate=0.1, path=models/orm).",
 )
-@click.option("--option", "options", multiple=True, help="Strategy option key=value, repeatable.")
 @click.option(
     "--concurrency",
     default=16,
@@ -146,190 +147,117 @@ def _parse_options(pairs: tuple[str, ...], flag: str = "--option") -> dict:
     "--out",
     type=click.Path(dir_okay=False),
     required=True,
-    help="JSONL of per-problem records; an existing file is resumed.",
+    help="Run file (JSONL, one record per problem); resumed when it exists.",
 )
-@click.option("--model", "model_path", default=None, type=click.Path(exists=True, file_okay=False))
-def eval_command(
-    task,
-    task_options,
-    strategy,
-    n,
-    limit,
-    level,
-    seed,
-    temperature,
-    verifier_name,
-    flip_rate,
-    options,
-    concurrency,
-    out,
-    model_path,
-) -> None:
+def eval_command(task, task_pairs, level, limit, seed, temperature, model_path, config_path,
+                 restart, strategy, n, option_pairs, verifier_name, verifier_pairs, concurrency,
+                 out) -> None:  # fmt: skip
     """Run a search strategy over a task and report accuracy and compute."""
-    from pathlib import Path
-
-    from ponder.apps.evaluate import run_eval
-    from ponder.engine.torch_backend.engine import Engine
-    from ponder.strategies import PROCESS_STRATEGIES, STRATEGIES
-    from ponder.tasks.registry import VERIFIERS, get_task
-
-    if strategy not in STRATEGIES:
-        raise click.BadParameter(
-            f"unknown strategy {strategy!r}; known: {sorted(STRATEGIES)}", param_hint="--strategy"
-        )
-    task_kwargs = _parse_options(task_options, "--task-option")
-    if level is not None:
-        task_kwargs["level"] = level
-    try:
-        task_obj = get_task(task, **task_kwargs)
-        verifier_name = verifier_name or task_obj.default_verifier(strategy in PROCESS_STRATEGIES)
-        items = task_obj.items(limit, seed)
-    except (ValueError, OSError) as exc:
-        raise click.UsageError(str(exc)) from None
-    if verifier_name not in VERIFIERS:
-        raise click.BadParameter(
-            f"unknown verifier {verifier_name!r}; known: {sorted(VERIFIERS)}",
-            param_hint="--verifier",
-        )
-    verifier_options = {} if flip_rate is None else {"flip_rate": flip_rate, "seed": seed}
+    from ponder.apps.evaluate import EvalSettings, run_eval
+    from ponder.apps.setup import check_run_file, prepare_eval
     from rich.progress import Progress
 
-    with Engine.from_pretrained(model_path) as engine, Progress(transient=True) as bar:
-        job = bar.add_task(f"{strategy} n={n}", total=len(items))
+    config = read_config(config_path)
+    setup = prepare_eval(
+        task=task,
+        task_options={**config["task_options"], **parse_pairs(task_pairs, "--task-option"),
+                      **({} if level is None else {"level": level})},
+        strategy=strategy,
+        options={**config["options"], **parse_pairs(option_pairs, "--option")},
+        verifier_name=verifier_name,
+        verifier_options={**config["verifier_options"],
+                          **parse_pairs(verifier_pairs, "--verifier-option")},
+        n=n, seed=seed, temperature=temperature, limit=limit,
+    )  # fmt: skip
+    settings = EvalSettings(**setup.settings, model=model_label(model_path))
+    check_run_file(out, settings, restart)
+    with load_engine(model_path) as engine, Progress(transient=True) as bar:
+        job = bar.add_task(f"{strategy} n={n}", total=len(setup.items))
         try:
-            records, summary = run_eval(
-                engine,
-                task_obj,
-                items,
-                strategy=strategy,
-                n=n,
-                verifier_name=verifier_name,
-                verifier_options=verifier_options,
-                strategy_options=_parse_options(options),
-                temperature=temperature,
-                seed=seed,
-                out=Path(out),
-                concurrency=concurrency,
-                on_record=lambda r: bar.advance(job),
-            )
-        except (ValueError, TypeError) as exc:
-            raise click.UsageError(str(exc)) from None
-    summary = {
-        "task": task,
-        **task_kwargs,
-        "strategy": strategy,
-        "n": n,
-        "verifier": verifier_name,
-        **summary,
-    }
-    click.echo(f"\n{'metric':<28} value")
-    for key, value in summary.items():
-        click.echo(f"{key:<28} {value}")
-    click.echo(json.dumps(summary))
+            _, summary = run_eval(engine, setup.task, setup.items, settings, setup.verifier, out,
+                                  concurrency=concurrency, restart=restart,
+                                  on_record=lambda r: bar.advance(job))  # fmt: skip
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+    echo_summary({"task": task, **settings.task_options, "strategy": strategy, "n": n,
+                  "verifier": setup.verifier.name, **summary})  # fmt: skip
 
 
 @main.command()
-@click.option("--task", default="arith", show_default=True, help="Registered task.")
-@click.option("--task-option", "task_options", multiple=True, help="Task option key=value.")
+@task_flags
 @click.option(
     "--objective",
     default="passk",
     show_default=True,
     help="mean, passk, majk, bon_rl or bon_rl_v (ponder.align.OBJECTIVES).",
 )
-@click.option("--k", default=8, show_default=True, type=click.IntRange(1, 4096))
+@click.option(
+    "--k",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 4096),
+    help="The k of pass@k / maj@k / BoN-k the advantages target.",
+)
 @click.option(
     "--n", default=16, show_default=True, type=click.IntRange(1, 4096), help="Samples per prompt."
 )
-@click.option("--limit", default=64, show_default=True, type=click.IntRange(1, 1_000_000))
-@click.option("--split", default=None, help="arith only: train (default) or heldout problems.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(0.0, 5.0))
 @click.option(
-    "--verifier", "verifier_name", default=None, help="Outcome verifier (default: task's)."
+    "--verifier", "verifier_name", default=None, help="Outcome verifier (default: the task's)."
 )
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="JSONL; resumed.")
+@click.option(
+    "--verifier-option",
+    "verifier_pairs",
+    multiple=True,
+    help="Verifier option key=value, repeatable.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="Run file (JSONL, one record per sample); resumed when it exists.",
+)
 @click.option(
     "--dataset-dir",
     type=click.Path(file_okay=False),
     default=None,
     help="Also save a Hugging Face dataset here.",
 )
-@click.option("--model", "model_path", default=None, type=click.Path(exists=True, file_okay=False))
-def signals(
-    task,
-    task_options,
-    objective,
-    k,
-    n,
-    limit,
-    split,
-    seed,
-    temperature,
-    verifier_name,
-    out,
-    dataset_dir,
-    model_path,
-) -> None:
+def signals(task, task_pairs, level, limit, seed, temperature, model_path, config_path, restart,
+            objective, k, n, verifier_name, verifier_pairs, out, dataset_dir) -> None:  # fmt: skip
     """Sample n completions per prompt, score them, and write per-sample advantages."""
-    import asyncio
-    from pathlib import Path
+    from ponder.apps.setup import prepare_signals
+    from ponder.apps.signals import SignalSettings, run_signals, to_dataset
 
-    from ponder.apps.signals import (
-        check_objective,
-        summarize_signals,
-        to_dataset,
-        write_signals,
-    )
-    from ponder.engine.torch_backend.engine import Engine
-    from ponder.tasks.registry import get_task, make_verifier
-
-    task_kwargs = _parse_options(task_options, "--task-option")
-    try:
-        check_objective(objective, k, n)
-        if task == "arith":
-            task_kwargs.setdefault("split", split or "train")
-        elif split is not None:
-            raise ValueError("--split applies to the arith task only")
-        task_obj = get_task(task, **task_kwargs)
-        verifier = make_verifier(verifier_name or task_obj.outcome_verifier)
-        items = task_obj.items(limit, seed)
-    except (ValueError, OSError) as exc:
-        raise click.UsageError(str(exc)) from None
-    start = time.perf_counter()
-    with Engine.from_pretrained(model_path) as engine:
+    config = read_config(config_path)
+    setup = prepare_signals(
+        task=task,
+        task_options={**config["task_options"], **parse_pairs(task_pairs, "--task-option"),
+                      **({} if level is None else {"level": level})},
+        verifier_name=verifier_name,
+        verifier_options={**config["verifier_options"],
+                          **parse_pairs(verifier_pairs, "--verifier-option")},
+        objective=objective, k=k, n=n, seed=seed, limit=limit,
+    )  # fmt: skip
+    settings = SignalSettings(**setup.settings, temperature=temperature,
+                              model=model_label(model_path))  # fmt: skip
+    with load_engine(model_path) as engine:
         try:
-            records = asyncio.run(
-                write_signals(
-                    engine,
-                    task_obj,
-                    items,
-                    objective=objective,
-                    k=k,
-                    n=n,
-                    verifier=verifier,
-                    seed=seed,
-                    out=Path(out),
-                    temperature=temperature,
-                )
-            )
+            records, summary = run_signals(engine, setup.task, setup.items, settings,
+                                           setup.verifier, out, restart=restart)  # fmt: skip
         except ValueError as exc:
-            raise click.UsageError(str(exc)) from None
-    summary = {
-        "task": task,
-        "objective": objective,
-        "k": k,
-        **summarize_signals(records, n, time.perf_counter() - start),
-    }
+            raise click.ClickException(str(exc)) from None
+    summary = {"task": task, "objective": objective, "k": k, **summary}
     if dataset_dir:
-        try:
-            to_dataset(records).save_to_disk(dataset_dir)
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from None
+        to_dataset(records).save_to_disk(dataset_dir)
         summary["dataset_dir"] = dataset_dir
-    click.echo(f"{'metric':<24} value")
+    echo_summary(summary)
+
+
+def echo_summary(summary: dict) -> None:
+    width = max(len(key) for key in summary) + 2
+    click.echo(f"\n{'metric':<{width}} value")
     for key, value in summary.items():
-        click.echo(f"{key:<24} {value}")
+        click.echo(f"{key:<{width}} {value}")
     click.echo(json.dumps(summary))
 
 

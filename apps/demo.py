@@ -11,27 +11,25 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ponder.engine.sampling_params import SamplingParams
-from ponder.engine.torch_backend.engine import Engine
 from ponder.tasks.arith import generate
 from ponder.tasks.registry import make_verifier
 
 
 def run_demo(
+    engine,
     *,
     limit: int,
     level: int,
     n: int,
     temperature: float,
     seed: int,
-    model_path: str | None,
     echo: Callable[[str], None],
 ) -> dict:
     problems = generate(limit, split="heldout", seed=seed, difficulty=level)
     outcome = make_verifier("arith_outcome")
     steps = make_verifier("arith_step")
     params = SamplingParams(n=n, temperature=temperature, seed=seed, max_tokens=400)
-    with Engine.from_pretrained(model_path) as engine:
-        results = engine.generate([p.prompt for p in problems], params)
+    results = engine.generate([p.prompt for p in problems], params)
     correct_samples = solved = 0
     for problem, result in zip(problems, results, strict=True):
         texts = [c.text for c in result.outputs]

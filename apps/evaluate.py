@@ -1,26 +1,44 @@
-"""Offline batch evaluation: run a strategy over a task's problems on one engine.
+"""Offline batch evaluation: run a strategy over a task's problems on one backend.
 
-Many problems run concurrently (each is one search on the shared engine, so their forward passes
-batch together). Each finished problem is appended to the output JSONL at once and flushed, so
-a killed run loses nothing finished; rerunning with the same output file skips the problems
-already recorded (matched by id) and the summary covers all of them. The summary reports
-accuracy, pass@k when the strategy returns k answers, mean generated tokens, verifier calls and
-wall time.
+    records, summary = run_eval(engine, task, items, EvalSettings(strategy="particle", n=8, ...))
+
+Every problem is one search through the one-call API (`ponder.strategies.run`), seeded with
+problem_seed(seed, index) like the benchmarks, so a benchmark cell reproduces here. Many problems
+run concurrently on the shared engine, so their forward passes batch together. Each finished
+problem is appended to the run file at once (apps/run_file.py: a header records the settings;
+a resume with other settings is refused), so a killed run loses nothing finished, and a rerun
+skips the problems already recorded. The summary reports accuracy, pass@k when the strategy
+returns k answers, mean generated tokens, verifier calls and wall time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ponder.engine.sampling_params import SamplingParams
-from ponder.strategies import SearchRequest, get_strategy
+from ponder.apps.run_file import RunFile
+from ponder.strategies import SearchRequest, problem_seed, run
 from ponder.tasks.base import Item, Task
-from ponder.tasks.registry import make_verifier
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What produced a run: recorded in the run file's header and checked on resume."""
+
+    strategy: str
+    n: int
+    verifier: str
+    verifier_options: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)  # the strategy's
+    temperature: float = 1.0
+    seed: int = 0
+    task: str = "arith"
+    task_options: dict = field(default_factory=dict)
+    model: str = "embedded"
 
 
 def prompt_for(engine, task: Task, item: Item):
@@ -31,96 +49,78 @@ def prompt_for(engine, task: Task, item: Item):
     return item.prompt
 
 
-def read_done(out: Path) -> dict[str, dict]:
-    """Records already in the output file; a torn last line (a kill mid-write) is dropped."""
-    done: dict[str, dict] = {}
-    if not out.exists():
-        return done
-    for line in out.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        done[record["id"]] = record
-    return done
+def request_for(engine, task: Task, item: Item, index: int, settings: EvalSettings, verifier):
+    return SearchRequest(
+        prompt=prompt_for(engine, task, item),
+        verifier=verifier,
+        n=settings.n,
+        seed=problem_seed(settings.seed, index),
+        temperature=settings.temperature,
+        step_delimiter=task.step_delimiter,
+        max_steps=task.max_steps,
+        max_step_tokens=task.max_step_tokens,
+        extract_answer=task.extract_answer,
+        reference=item.reference,
+        question=item.prompt,  # verifiers see the task's prompt, not the chat-templated text
+    )
+
+
+def record_of(task: Task, item: Item, settings: EvalSettings, verifier, result) -> dict:
+    return {
+        "id": item.id,
+        "strategy": settings.strategy,
+        "n": settings.n,
+        "verifier": verifier.name,
+        "truth": item.answer,
+        "predicted": result.answer,
+        "answers": result.answers,
+        "correct": task.is_correct(item, result.answer),
+        "any_correct": any(task.is_correct(item, a) for a in result.answers),
+        **result.stats,
+    }
 
 
 async def evaluate(
     engine,
     task: Task,
     items: list[Item],
-    *,
-    strategy: str,
-    n: int,
-    verifier_name: str,
-    verifier_options: dict,
-    strategy_options: dict,
-    temperature: float,
-    seed: int,
+    settings: EvalSettings,
+    verifier,
     out: Path,
-    concurrency: int,
+    *,
+    concurrency: int = 16,
+    restart: bool = False,
     on_record: Callable[[dict], None] = lambda r: None,
 ) -> list[dict]:
-    run = get_strategy(strategy)
     if task.chat and not engine.has_chat_template:
         warnings.warn(
             f"task {task.name!r} is written for chat models but {engine.model_path} has no chat "
             "template: prompting with the raw text",
             stacklevel=2,
         )
-    verifier = make_verifier(verifier_name, **verifier_options)
-    done = read_done(out)
-    todo = [(i, it) for i, it in enumerate(items) if it.id not in done]
+    run_file = RunFile.open(out, asdict(settings), restart=restart)
+    done = {r["id"]: r for r in run_file.records}
     gate = asyncio.Semaphore(concurrency)
-    params = SamplingParams(temperature=temperature)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("a") as sink:
-        # A torn last line from a killed run would glue onto the next record: start a new line.
-        if out.stat().st_size and not out.read_bytes().endswith(b"\n"):
-            sink.write("\n")
 
-        async def solve(index: int, item: Item) -> None:
-            async with gate:
-                request = SearchRequest(
-                    prompt=prompt_for(engine, task, item),
-                    verifier=verifier,
-                    n=n,
-                    step_delimiter=task.step_delimiter,
-                    max_steps=task.max_steps,
-                    max_step_tokens=task.max_step_tokens,
-                    extract_answer=task.extract_answer,
-                    reference=item.reference,
-                )
-                # Verifiers see the task's prompt, not the chat-templated text.
-                context = engine.search(params, seed=seed * 1_000_003 + index, question=item.prompt)
-                async with context as ctx:
-                    result = await run(ctx, request, **strategy_options)
-                record = {
-                    "id": item.id,
-                    "strategy": strategy,
-                    "n": n,
-                    "verifier": verifier.name,
-                    "truth": item.answer,
-                    "predicted": result.answer,
-                    "answers": result.answers,
-                    "correct": task.is_correct(item, result.answer),
-                    "any_correct": any(task.is_correct(item, a) for a in result.answers),
-                    **result.stats,
-                }
-                sink.write(json.dumps(record) + "\n")
-                sink.flush()
-                done[item.id] = record
-                on_record(record)
+    async def solve(index: int, item: Item) -> None:
+        async with gate:
+            request = request_for(engine, task, item, index, settings, verifier)
+            result = await run(engine, settings.strategy, request, **settings.options)
+        record = record_of(task, item, settings, verifier, result)
+        run_file.append([record])
+        done[item.id] = record
+        on_record(record)
 
-        await asyncio.gather(*(solve(i, it) for i, it in todo))
+    await asyncio.gather(*(solve(i, it) for i, it in enumerate(items) if it.id not in done))
     return [done[it.id] for it in items if it.id in done]
 
 
 def summarize(records: list[dict], wall_seconds: float) -> dict:
     count = len(records)
-    mean = (
-        (lambda key: round(sum(r[key] for r in records) / count, 2)) if count else (lambda key: 0.0)
-    )
+
+    def mean(key: str) -> float:
+        return round(sum(r[key] for r in records) / count, 2) if count else 0.0
+
     k = max((len(r["answers"]) for r in records), default=1)
     summary = {
         "problems": count,
@@ -135,7 +135,8 @@ def summarize(records: list[dict], wall_seconds: float) -> dict:
     return summary
 
 
-def run_eval(engine, task: Task, items: list[Item], **kwargs) -> tuple[list[dict], dict]:
+def run_eval(engine, task: Task, items: list[Item], settings, verifier, out, **kwargs):
+    """(records, summary) of one evaluation, synchronously."""
     start = time.perf_counter()
-    records = asyncio.run(evaluate(engine, task, items, **kwargs))
+    records = asyncio.run(evaluate(engine, task, items, settings, verifier, Path(out), **kwargs))
     return records, summarize(records, time.perf_counter() - start)

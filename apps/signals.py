@@ -1,6 +1,7 @@
 """Training signals from sampling: n completions per prompt, verifier rewards, objective advantages.
 
-    records = await write_signals(engine, task, items, objective="passk", k=8, n=16, ...)
+    records = await write_signals(engine, task, items, SignalSettings("passk", k=8, n=16, ...),
+                                  verifier, out)
 
 For each item, n completions are sampled in one request (they share the prompt's KV blocks; the
 request's seed is derived from (seed, item index), so a record does not depend on which other
@@ -12,43 +13,55 @@ majk, bon_rl, bon_rl_v). Each sample becomes one JSONL record:
     the sampled tokens' logprobs under the sampling distribution), finish_reason, answer, reward,
     advantage, objective, k, n, seed, verifier
 
-A prompt's n records are written with one write and flushed, so a killed run leaves whole
-prompts plus at most one torn group; a rerun drops the torn group (rewriting the file without
-it) and skips every complete prompt. `to_dataset` turns the records into a Hugging Face
-`datasets.Dataset` (optional dependency). Only the public Engine API is used; this module never
-touches the scheduler or the KV cache.
+The run file (apps/run_file.py) starts with a header recording the settings; a resume with
+other settings is refused. A prompt's n records are written with one write and flushed, so a
+killed run leaves whole prompts plus at most one torn group; a rerun drops the torn group
+(rewriting the file without it) and skips every complete prompt. `to_dataset` turns the
+records into a Hugging Face `datasets.Dataset` (optional dependency). Only the public Engine
+API is used; this module never touches the scheduler or the KV cache.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ponder.align import OBJECTIVES, group_advantages
 from ponder.apps.evaluate import prompt_for
+from ponder.apps.run_file import RunFile
 from ponder.engine.sampling_params import SamplingParams
+from ponder.strategies import problem_seed
 from ponder.tasks.base import Item, Task
 
 
-def read_complete(out: Path, n: int) -> dict[str, list[dict]]:
-    """Complete prompt groups already in `out`; torn lines and partial groups are dropped from
-    the file itself, so appending afterwards cannot duplicate a sample."""
+@dataclass(frozen=True)
+class SignalSettings:
+    """What produced a signals run: recorded in the run file's header, checked on resume."""
+
+    objective: str
+    k: int
+    n: int
+    verifier: str
+    verifier_options: dict = field(default_factory=dict)
+    temperature: float = 1.0
+    seed: int = 0
+    task: str = "arith"
+    task_options: dict = field(default_factory=dict)
+    model: str = "embedded"
+
+
+def complete_groups(run: RunFile, n: int) -> dict[str, list[dict]]:
+    """The run's complete prompt groups; a torn group (a kill mid-run) is dropped from the file
+    itself, so appending afterwards cannot duplicate a sample."""
     groups: dict[str, list[dict]] = {}
-    if not out.exists():
-        return groups
-    for line in out.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for record in run.records:
         groups.setdefault(record["prompt_id"], []).append(record)
     complete = {pid: rs for pid, rs in groups.items() if len(rs) == n}
-    if len(complete) != len(groups) or out.read_bytes().count(b"\n") != n * len(complete):
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for rs in complete.values() for r in rs))
-        tmp.replace(out)
+    if len(complete) != len(groups):
+        run.rewrite([r for rs in complete.values() for r in rs])
     return complete
 
 
@@ -65,72 +78,82 @@ async def write_signals(
     engine,
     task: Task,
     items: list[Item],
-    *,
-    objective: str,
-    k: int,
-    n: int,
+    settings: SignalSettings,
     verifier,
-    seed: int,
     out: Path,
-    temperature: float = 1.0,
+    *,
     max_tokens: int | None = None,
     concurrency: int = 16,
+    restart: bool = False,
     on_prompt: Callable[[list[dict]], None] = lambda records: None,
 ) -> list[dict]:
-    check_objective(objective, k, n)
+    check_objective(settings.objective, settings.k, settings.n)
     if verifier.process:
         raise ValueError(f"signals need an outcome verifier; {verifier.name!r} scores steps")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    done = read_complete(out, n)
+    run = RunFile.open(out, asdict(settings), restart=restart)
+    done = complete_groups(run, settings.n)
     gate = asyncio.Semaphore(concurrency)
     max_tokens = max_tokens or task.max_steps * task.max_step_tokens
 
-    async def one(index: int, item: Item, sink) -> None:
+    async def one(index: int, item: Item) -> None:
+        params = SamplingParams(
+            n=settings.n,
+            temperature=settings.temperature,
+            max_tokens=max_tokens,
+            seed=problem_seed(settings.seed, index),
+            logprobs=0,
+        )
         async with gate:
-            params = SamplingParams(
-                n=n,
-                temperature=temperature,
-                max_tokens=max_tokens,
-                seed=seed * 1_000_003 + index,
-                logprobs=0,
-            )
             result = await engine.agenerate(prompt_for(engine, task, item), params)
-        texts = [c.text for c in result.outputs]
-        references = None if item.reference is None else [item.reference] * n
-        scores = await asyncio.to_thread(verifier.score, [item.prompt] * n, texts, references)
-        rewards = [s[0] for s in scores]
-        answers = [task.extract_answer(t) for t in texts]
-        advantages = group_advantages(objective, rewards, k=k, answers=answers, scores=rewards)
-        records = [
-            {
-                "id": f"{item.id}#{j}",
-                "prompt_id": item.id,
-                "prompt": item.prompt,
-                "prompt_token_ids": list(result.prompt_token_ids),
-                "completion": c.text,
-                "completion_token_ids": list(c.token_ids),
-                "logprob": c.cumulative_logprob,
-                "finish_reason": c.finish_reason,
-                "answer": answers[j],
-                "reward": rewards[j],
-                "advantage": float(advantages[j]),
-                "objective": objective,
-                "k": k,
-                "n": n,
-                "seed": seed,
-                "verifier": verifier.name,
-            }
-            for j, c in enumerate(result.outputs)
-        ]
-        sink.write("".join(json.dumps(r) + "\n" for r in records))
-        sink.flush()
+        records = await group_records(task, item, result, settings, verifier)
+        run.append(records)
         done[item.id] = records
         on_prompt(records)
 
-    with out.open("a") as sink:
-        todo = [(i, it) for i, it in enumerate(items) if it.id not in done]
-        await asyncio.gather(*(one(i, it, sink) for i, it in todo))
+    await asyncio.gather(*(one(i, it) for i, it in enumerate(items) if it.id not in done))
     return [r for it in items if it.id in done for r in done[it.id]]
+
+
+async def group_records(task: Task, item: Item, result, settings: SignalSettings, verifier):
+    """One record per sample of a prompt: reward from the verifier, the objective's advantage."""
+    n = settings.n
+    texts = [c.text for c in result.outputs]
+    references = None if item.reference is None else [item.reference] * n
+    scores = await asyncio.to_thread(verifier.score, [item.prompt] * n, texts, references)
+    rewards = [s[0] for s in scores]
+    answers = [task.extract_answer(t) for t in texts]
+    advantages = group_advantages(
+        settings.objective, rewards, k=settings.k, answers=answers, scores=rewards
+    )
+    return [
+        {
+            "id": f"{item.id}#{j}",
+            "prompt_id": item.id,
+            "prompt": item.prompt,
+            "prompt_token_ids": list(result.prompt_token_ids),
+            "completion": c.text,
+            "completion_token_ids": list(c.token_ids),
+            "logprob": c.cumulative_logprob,
+            "finish_reason": c.finish_reason,
+            "answer": answers[j],
+            "reward": rewards[j],
+            "advantage": float(advantages[j]),
+            "objective": settings.objective,
+            "k": settings.k,
+            "n": n,
+            "seed": settings.seed,
+            "verifier": verifier.name,
+        }
+        for j, c in enumerate(result.outputs)
+    ]
+
+
+def run_signals(engine, task, items, settings, verifier, out, **kwargs):
+    """(records, summary) of one signals run, synchronously."""
+    start = time.perf_counter()
+    job = write_signals(engine, task, items, settings, verifier, Path(out), **kwargs)
+    records = asyncio.run(job)
+    return records, summarize_signals(records, settings.n, time.perf_counter() - start)
 
 
 def summarize_signals(records: list[dict], n: int, wall_seconds: float) -> dict:

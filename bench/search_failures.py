@@ -20,8 +20,8 @@ import json
 import statistics
 from pathlib import Path
 
-from ponder.engine import Engine, SamplingParams
-from ponder.strategies import PROCESS_STRATEGIES, STRATEGIES, SearchRequest
+from ponder.engine import Engine
+from ponder.strategies import STRATEGIES, SearchRequest, problem_seed, run
 from ponder.tasks.arith import DEFAULT_LEVEL, generate
 from ponder.tasks.arith.verifiers import extract_answer
 from ponder.tasks.registry import make_verifier
@@ -41,10 +41,10 @@ def lost_step(trace: list[dict]) -> int | None:
 
 async def classify(engine, problems, strategy: str, n: int, verifier, seed: int) -> dict:
     async def one(i, p):
-        req = SearchRequest(prompt=p.prompt, verifier=verifier, n=n, extract_answer=extract_answer)
-        params = SamplingParams(temperature=1.0)
-        async with engine.search(params, seed=seed * 100_003 + i) as ctx:
-            r = await STRATEGIES[strategy](ctx, req, **OPTIONS.get(strategy, {}))
+        req = SearchRequest(
+            p.prompt, verifier, n=n, seed=problem_seed(seed, i), extract_answer=extract_answer
+        )
+        r = await run(engine, strategy, req, **OPTIONS.get(strategy, {}))
         truth = str(p.answer)
         if r.answer == truth:
             return "correct", None
@@ -82,7 +82,7 @@ def main() -> None:
     engine = Engine.from_pretrained(None, kv_cache_gb=1)
     rows = []
     for name in args.strategies:
-        kind = "step" if name in PROCESS_STRATEGIES else "outcome"
+        kind = "step" if STRATEGIES[name].process else "outcome"
         verifier = make_verifier(f"arith_noisy_{kind}" if args.noisy else f"arith_{kind}")
         rows.append(asyncio.run(classify(engine, problems, name, args.n, verifier, args.seed)))
     engine.close()

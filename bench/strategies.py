@@ -30,8 +30,8 @@ import json
 import time
 from pathlib import Path
 
-from ponder.engine import Engine, SamplingParams
-from ponder.strategies import PROCESS_STRATEGIES, STRATEGIES, SearchRequest
+from ponder.engine import Engine
+from ponder.strategies import STRATEGIES, SearchRequest, problem_seed, run
 from ponder.strategies.bom import best_of_majority
 from ponder.strategies.voting import majority_vote, weighted_majority_vote
 from ponder.tasks.arith import DEFAULT_LEVEL, generate
@@ -41,7 +41,7 @@ from ponder.verifiers.aggregate import aggregate
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OPTIONS = {"beam": {"beam_width": 4}, "dvts": {"beam_width": 4}, "bom": {"alpha": 0.1}}
-UNSCORED = {"sample", "majority"}  # strategies that never call the verifier
+UNSCORED = {name for name, s in STRATEGIES.items() if not s.needs_verifier}
 # Labels that run a registered strategy with extra options (adaptive budgets, item 8).
 VARIANTS = {
     "majority_adaptive": ("majority", {"adaptive": True, "wave": 4}),
@@ -60,7 +60,7 @@ def verifier_for(label: str, mode: str, flip_rate: float, seed: int):
     (independent noise); learned: the shipped arith reward model (arith_prm / arith_orm), whose
     errors are systematic, as a real reward model's are."""
     strategy = VARIANTS.get(label, (label,))[0]
-    step = strategy in PROCESS_STRATEGIES
+    step = STRATEGIES[strategy].process
     if mode == "noisy":
         kind = "step" if step else "outcome"
         return make_verifier(f"arith_noisy_{kind}", flip_rate=flip_rate, seed=seed)
@@ -88,12 +88,11 @@ async def cell(
     gate = asyncio.Semaphore(max(1, max_sequences // n))
 
     async def one(i, p):
-        req = SearchRequest(prompt=p.prompt, verifier=verifier, n=n, extract_answer=extract_answer)
-        async with (
-            gate,
-            engine.search(SamplingParams(temperature=1.0), seed=seed * 100_003 + i) as ctx,
-        ):
-            r = await STRATEGIES[strategy](ctx, req, **options)
+        req = SearchRequest(
+            p.prompt, verifier, n=n, seed=problem_seed(seed, i), extract_answer=extract_answer
+        )
+        async with gate:
+            r = await run(engine, strategy, req, **options)
         return r.answer == str(p.answer), r.stats["generated_tokens"], r.stats["verifier_calls"]
 
     start = time.perf_counter()
@@ -158,12 +157,11 @@ async def shared_cell(
 
     async def one(i, p):
         recorder = Recorder(verifiers)
-        req = SearchRequest(prompt=p.prompt, verifier=recorder, n=n, extract_answer=extract_answer)
-        async with (
-            gate,
-            engine.search(SamplingParams(temperature=1.0), seed=seed * 100_003 + i) as ctx,
-        ):
-            r = await STRATEGIES["bon"](ctx, req)
+        req = SearchRequest(
+            p.prompt, recorder, n=n, seed=problem_seed(seed, i), extract_answer=extract_answer
+        )
+        async with gate:
+            r = await run(engine, "bon", req)
         answers = [c.answer for c in r.candidates]
         out = {}
         for m in modes:

@@ -12,6 +12,8 @@ lowest layer because every layer above takes options; it imports nothing from po
 from __future__ import annotations
 
 import inspect
+import types
+import typing
 from collections.abc import Callable, Iterable
 
 
@@ -52,3 +54,38 @@ def check_options(fn: Callable, options: dict, what: str, skip: Iterable[str] = 
             f"{what} has no option {', '.join(map(repr, unknown))}; "
             f"valid options: {', '.join(valid) or '(none)'}"
         )
+    check_option_types(fn, options, what)
+
+
+def check_option_types(fn: Callable, options: dict, what: str) -> None:
+    """ValueError when a value does not have its parameter's annotated type (int, float, bool,
+    str, unions with None); other annotations are not checked. A float option takes an int."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # an annotation that cannot be resolved: nothing to check against
+        return
+    for key, value in options.items():
+        hint = hints.get(key)
+        if hint is not None and not _accepts(hint, value):
+            raise ValueError(f"{what}: option {key!r} must be {_describe(hint)}, got {value!r}")
+
+
+def _accepts(hint, value) -> bool:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_accepts(arg, value) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint in (bool, str):
+        return isinstance(value, hint)
+    return True  # containers, callables, protocols: the callee checks them
+
+
+def _describe(hint) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in typing.get_args(hint))
+    names = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
+    return names.get(hint, "None" if hint is type(None) else getattr(hint, "__name__", str(hint)))

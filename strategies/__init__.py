@@ -1,51 +1,39 @@
 """ponder.strategies: search algorithms written only against the SearchContext verbs.
 
-    STRATEGIES[name](ctx, request, **options) -> SearchResult   (async)
+    result = await search(engine, "particle", prompt, n=16, verifier=v, seed=0, tau=0.5)
+    STRATEGIES[name].process / .needs_verifier / .options      (what each one needs)
 
-One registry shared by the CLI, the Python API and the server. Strategies never import torch.
+One registry shared by the CLI, the Python API, the server and the benchmarks; one call
+(`search` / `run` / `search_batch`, strategies/run.py) that they all use. Strategies never
+import torch.
 """
 
 from __future__ import annotations
 
-from ponder.strategies.astar import astar
-from ponder.strategies.base import Budget, Candidate, SearchRequest, SearchResult
-from ponder.strategies.beam import beam
-from ponder.strategies.best_of_n import bon, sample
-from ponder.strategies.bom import bom
-from ponder.strategies.dvts import dvts
-from ponder.strategies.majority import majority, weighted_majority
-from ponder.strategies.particle import particle
-from ponder.strategies.particle_gibbs import particle_gibbs
-
-STRATEGIES = {
-    "sample": sample,
-    "bon": bon,
-    "majority": majority,
-    "weighted_majority": weighted_majority,
-    "bom": bom,
-    "beam": beam,
-    "particle": particle,
-    "particle_gibbs": particle_gibbs,
-    "astar": astar,
-    "dvts": dvts,
-}
-
-# Strategies that score partial solutions step by step: they need a process verifier.
-PROCESS_STRATEGIES = frozenset({"beam", "particle", "particle_gibbs", "astar", "dvts"})
-
-
-def get_strategy(name: str):
-    if name not in STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}; known: {sorted(STRATEGIES)}")
-    return STRATEGIES[name]
-
+from ponder.strategies.base import (
+    MAX_WIDTH,
+    Budget,
+    Candidate,
+    SearchRequest,
+    SearchResult,
+    problem_seed,
+)
+from ponder.strategies.registry import STRATEGIES, Strategy, get_strategy
+from ponder.strategies.run import REQUEST_FIELDS, run, search, search_batch, split_settings
 
 __all__ = [
-    "PROCESS_STRATEGIES",
+    "MAX_WIDTH",
+    "REQUEST_FIELDS",
     "STRATEGIES",
     "Budget",
     "Candidate",
     "SearchRequest",
     "SearchResult",
+    "Strategy",
     "get_strategy",
+    "problem_seed",
+    "run",
+    "search",
+    "search_batch",
+    "split_settings",
 ]

@@ -4,7 +4,8 @@ States are partial solutions; expanding one samples k next steps from it. Every 
 f = g + h from process scores (our documented default; the paper's exact g and h were not
 retrievable, see ../shared/ref/ALGORITHMS.md section 5):
   g = mean step score of the path so far (how sound the path has been),
-  h = score of the latest step (how promising the state is now).
+  h = the state's score under `request.aggregation` (by default "last", the score of the
+      latest step: how promising the state is now).
 Both come from one PRM call on the state's text; `weight_g` scales g (0 gives greedy
 best-first search on h). The open list pops the highest f; ties go to the deeper state
 (closer to a goal: with an exact PRM every sound state ties, and a breadth-first tie rule
@@ -43,16 +44,16 @@ from ponder.strategies.base import (
     SearchResult,
     candidates_of,
     finish,
-    require_verifier,
 )
 from ponder.verifiers.aggregate import aggregate
 
 
-def f_of(step_scores, weight_g: float) -> float:
-    """f = weight_g * g + h: g the mean step score, h the latest one; 0 for an unscored text."""
+def f_of(step_scores, weight_g: float, aggregation: str = "last") -> float:
+    """f = weight_g * g + h: g the mean step score, h the state's score under the request's
+    aggregation (the latest step's score by default); 0 for an unscored text."""
     if not step_scores:
         return 0.0
-    return weight_g * aggregate(step_scores, "mean") + step_scores[-1]
+    return weight_g * aggregate(step_scores, "mean") + aggregate(step_scores, aggregation)
 
 
 async def astar(
@@ -74,7 +75,6 @@ async def astar(
     open_cap = 2 * request.n if max_open is None else max_open
     if limit < 1 or open_cap < 1:
         raise ValueError(f"astar: max_expansions ({limit}) and max_open ({open_cap}) must be >= 1")
-    require_verifier(request, "astar", process=True)
     root = ctx.root(request.prompt)
     order = itertools.count()
     # (-f, -depth, tie, branch, depth, f, expansions of this state so far)
@@ -86,7 +86,7 @@ async def astar(
         if state.done or (steps >= request.max_steps and state is not root):
             goal = (f, state)
             break
-        if request.budget.exhausted(ctx.stats, expansions * k):
+        if request.budget.exhausted(ctx.stats):
             heapq.heappush(heap, (neg_f, neg_depth, next(order), state, steps, f, visits))
             break
         new = await ctx.extend(
@@ -101,7 +101,7 @@ async def astar(
             ctx.release([state])
         pushed = []
         for b, s in zip(new, raw, strict=True):
-            fb = f_of(s, weight_g)
+            fb = f_of(s, weight_g, request.aggregation)
             heapq.heappush(heap, (-fb, -(steps + 1), next(order), b, steps + 1, fb, 0))
             pushed.append(round(fb, 4))
         if len(heap) > open_cap:  # prune the open list: keep the best max_open states
@@ -130,14 +130,13 @@ async def astar(
         done = [x for x in ranked if x[1].done] + ([spare + (0,)] if spare else [])
         best = max(done or ranked, key=lambda x: x[0], default=None)
         goal = best[:2] if best else None
-        if best and not done and complete and not request.budget.exhausted(ctx.stats, 0):
+        if best and not done and complete and not request.budget.exhausted(ctx.stats):
             # no finished state: sample the best open one to the end (one sample), so the
             # answer is a whole solution rather than a partial one
             left = max(1, request.max_steps - best[2]) * request.max_step_tokens
             rollout = await ctx.extend([best[1]], stop=[], max_tokens=left)
-            f_end = f_of(
-                (await ctx.score(rollout, request.verifier, request.reference))[0], weight_g
-            )
+            end_scores = (await ctx.score(rollout, request.verifier, request.reference))[0]
+            f_end = f_of(end_scores, weight_g, request.aggregation)
             goal = (f_end, rollout[0])
             trace.append({"rollout": best[2], "f": round(best[0], 4), "f_end": round(f_end, 4)})
     keep = [goal[1]] if goal else []

@@ -12,17 +12,14 @@ from ponder.engine.protocol import SearchContext
 from ponder.strategies.base import (
     SearchRequest,
     SearchResult,
-    candidates_of,
     check_beam_width,
-    finish,
-    require_verifier,
+    finish_best,
 )
 from ponder.strategies.stepwise import expand, is_finished
 
 
 async def beam(ctx: SearchContext, request: SearchRequest, *, beam_width: int = 4) -> SearchResult:
     check_beam_width("beam", request.n, beam_width)
-    require_verifier(request, "beam", process=True)
     root = ctx.root(request.prompt)
     live, scores = await expand(ctx, request, [root] * request.n)
     ctx.release([root])
@@ -34,7 +31,7 @@ async def beam(ctx: SearchContext, request: SearchRequest, *, beam_width: int = 
         active = sorted((i for i, f in enumerate(finished) if not f), key=lambda i: -scores[i])
         keep = active[: request.n // beam_width]
         trace.append({"step": step, "scores": scores, "finished": sum(finished), "kept": keep})
-        stop = not keep or request.budget.exhausted(ctx.stats, step * request.n)
+        stop = not keep or request.budget.exhausted(ctx.stats)
         if stop:
             done += [live[i] for i in keep]
             done_scores += [scores[i] for i in keep]
@@ -44,8 +41,4 @@ async def beam(ctx: SearchContext, request: SearchRequest, *, beam_width: int = 
         ctx.release(b for i, b in enumerate(live) if i not in keep and not finished[i])
         live, scores = await expand(ctx, request, [p for p in parents for _ in range(beam_width)])
         ctx.release(parents)
-    cands = candidates_of(ctx, request, done, [(s, ()) for s in done_scores])
-    ctx.release(done)
-    best = max(cands, key=lambda c: c.score, default=None)
-    answer = best.answer if best else None
-    return finish(ctx, "beam", answer, [answer], cands, trace)
+    return finish_best(ctx, request, "beam", done, done_scores, trace)

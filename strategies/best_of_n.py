@@ -17,7 +17,6 @@ from ponder.strategies.base import (
     SearchRequest,
     SearchResult,
     finish,
-    require_verifier,
 )
 from ponder.strategies.sampling import draw
 
@@ -35,7 +34,6 @@ async def bon(
     wave: int | None = None,
     stop_score: float | None = None,
 ) -> SearchResult:
-    require_verifier(request, "bon")
 
     def stop(cands: list[Candidate]) -> bool:
         return any(c.score is not None and c.score >= stop_score for c in cands)

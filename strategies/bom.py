@@ -24,7 +24,6 @@ from ponder.strategies.base import (
     SearchRequest,
     SearchResult,
     finish,
-    require_verifier,
 )
 from ponder.strategies.sampling import draw
 
@@ -66,7 +65,6 @@ async def bom(
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    require_verifier(request, "bom")
 
     def stop(cands: list[Candidate]) -> bool:
         return settled(cands, request.n, alpha, k, stop_score)

@@ -12,17 +12,14 @@ from ponder.engine.protocol import SearchContext
 from ponder.strategies.base import (
     SearchRequest,
     SearchResult,
-    candidates_of,
     check_beam_width,
-    finish,
-    require_verifier,
+    finish_best,
 )
 from ponder.strategies.stepwise import expand, is_finished
 
 
 async def dvts(ctx: SearchContext, request: SearchRequest, *, beam_width: int = 4) -> SearchResult:
     check_beam_width("dvts", request.n, beam_width)
-    require_verifier(request, "dvts", process=True)
     m = beam_width
     root = ctx.root(request.prompt)
     prefixes = [root] * (request.n // m)
@@ -36,9 +33,7 @@ async def dvts(ctx: SearchContext, request: SearchRequest, *, beam_width: int = 
             group_scores = scores[t * m : (t + 1) * m]
             best = max(range(m), key=lambda i: group_scores[i])
             chosen = group[best]
-            if is_finished(chosen, step, request) or request.budget.exhausted(
-                ctx.stats, step * request.n
-            ):
+            if is_finished(chosen, step, request) or request.budget.exhausted(ctx.stats):
                 final_branches += group
                 final_scores += group_scores
             else:
@@ -51,8 +46,4 @@ async def dvts(ctx: SearchContext, request: SearchRequest, *, beam_width: int = 
     else:
         final_branches += prefixes  # step limit with subtrees still live
         final_scores += [0.0] * len(prefixes)
-    cands = candidates_of(ctx, request, final_branches, [(s, ()) for s in final_scores])
-    ctx.release(final_branches)
-    best = max(cands, key=lambda c: c.score, default=None)
-    answer = best.answer if best else None
-    return finish(ctx, "dvts", answer, [answer], cands, trace)
+    return finish_best(ctx, request, "dvts", final_branches, final_scores, trace)

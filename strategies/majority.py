@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from ponder.engine.protocol import SearchContext
-from ponder.strategies.base import Candidate, SearchRequest, SearchResult, finish, require_verifier
+from ponder.strategies.base import Candidate, SearchRequest, SearchResult, finish
 from ponder.strategies.sampling import draw
 from ponder.strategies.voting import answer_weights, majority_vote, weighted_majority_vote
 
@@ -86,7 +86,6 @@ async def weighted_majority(
     wave: int = 4,
     max_weight: float = 1.0,
 ) -> SearchResult:
-    require_verifier(request, "weighted_majority")
 
     def stop(cands: list[Candidate]) -> bool:
         totals = answer_weights([c.answer for c in cands], [c.score for c in cands])

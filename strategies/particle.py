@@ -8,7 +8,7 @@ multinomially with replacement (a copy is an extend of the same branch: it share
 take the next step; finished particles are carried unchanged and not resampled (the official
 CLI default; `resample_finished=True` keeps them in the pool, and a finished particle drawn
 again stays as it is). The answer is the particle with the highest final score.
-Seeded by the `seed` option, independently of the engine.
+Its random choices are seeded by the request's seed.
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ from ponder.engine.protocol import SearchContext
 from ponder.strategies.base import (
     SearchRequest,
     SearchResult,
-    candidates_of,
-    finish,
-    require_verifier,
+    finish_best,
 )
 from ponder.strategies.stepwise import expand, is_finished
 
@@ -43,13 +41,11 @@ async def particle(
     request: SearchRequest,
     *,
     tau: float = 1.0,
-    seed: int = 0,
     resample_finished: bool = False,
 ) -> SearchResult:
     if tau <= 0:
         raise ValueError(f"tau must be > 0, got {tau}")
-    require_verifier(request, "particle", process=True)
-    rng = random.Random(seed)
+    rng = random.Random(request.seed)
     root = ctx.root(request.prompt)
     particles, scores = await expand(ctx, request, [root] * request.n)
     ctx.release([root])
@@ -60,7 +56,7 @@ async def particle(
         pool = [i for i, f in enumerate(finished) if resample_finished or not f]
         active_count = sum(not f for f in finished)
         trace.append({"step": max(steps), "scores": list(scores), "finished": sum(finished)})
-        if active_count == 0 or request.budget.exhausted(ctx.stats, sum(steps)):
+        if active_count == 0 or request.budget.exhausted(ctx.stats):
             break
         weights = resampling_weights([scores[i] for i in pool], tau)
         draws = rng.choices(pool, weights=weights, k=active_count)
@@ -78,8 +74,4 @@ async def particle(
             + [steps[i] for i in carried]
             + [steps[i] + 1 for i in to_expand]
         )
-    cands = candidates_of(ctx, request, particles, [(s, ()) for s in scores])
-    ctx.release(particles)
-    best = max(cands, key=lambda c: c.score, default=None)
-    answer = best.answer if best else None
-    return finish(ctx, "particle", answer, [answer], cands, trace)
+    return finish_best(ctx, request, "particle", particles, scores, trace)

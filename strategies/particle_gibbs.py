@@ -24,9 +24,7 @@ from ponder.engine.protocol import Branch, SearchContext
 from ponder.strategies.base import (
     SearchRequest,
     SearchResult,
-    candidates_of,
-    finish,
-    require_verifier,
+    finish_best,
 )
 from ponder.strategies.particle import resampling_weights
 from ponder.strategies.stepwise import expand, is_finished
@@ -35,16 +33,13 @@ History = list[tuple[Branch, float]]  # the particle's prefix and score after ea
 
 
 class _Owned:
-    """The branches a search holds, and how many extend results it has produced (the budget's
-    sample count, which releasing does not lower)."""
+    """The branches a search holds."""
 
     def __init__(self) -> None:
         self.branches: list[Branch] = []
-        self.produced = 0
 
     def add(self, branches: list[Branch]) -> None:
         self.branches += branches
-        self.produced += len(branches)
 
     def keep_only(self, ctx: SearchContext, histories: list[History]) -> None:
         live = {b.id for h in histories for b, _ in h}
@@ -73,7 +68,7 @@ async def _filter(
         active = [h for h in histories if not is_finished(h[-1][0], len(h), request)]
         done = [h for h in histories if is_finished(h[-1][0], len(h), request)]
         trace.append({"step": step, "active": len(active), "reference": reference is not None})
-        if not active or request.budget.exhausted(ctx.stats, owned.produced):
+        if not active or request.budget.exhausted(ctx.stats):
             break
         pool = active + ([reference[: min(step, len(reference))]] if reference else [])
         weights = resampling_weights([h[-1][1] for h in pool], tau)
@@ -97,16 +92,14 @@ async def particle_gibbs(
     *,
     iterations: int = 2,
     tau: float = 1.0,
-    seed: int = 0,
 ) -> SearchResult:
     if iterations < 1 or tau <= 0:
         raise ValueError(
             f"particle_gibbs: iterations ({iterations}) must be >= 1 and tau ({tau}) > 0"
         )
-    require_verifier(request, "particle_gibbs", process=True)
     if request.n < 2 and iterations > 1:
         raise ValueError("particle_gibbs needs n >= 2 to keep a reference beside fresh particles")
-    rng = random.Random(seed)
+    rng = random.Random(request.seed)
     root = ctx.root(request.prompt)
     owned = _Owned()
     trace: list[dict] = []
@@ -119,11 +112,11 @@ async def particle_gibbs(
         reference = histories[
             rng.choices(range(len(histories)), weights=resampling_weights(finals, tau))[0]
         ]
-        if request.budget.exhausted(ctx.stats, owned.produced):
+        if request.budget.exhausted(ctx.stats):
             break
     ends = [h[-1] for h in histories]
-    cands = candidates_of(ctx, request, [b for b, _ in ends], [(s, ()) for _, s in ends])
-    ctx.release(owned.branches + [root])
-    best = max(cands, key=lambda c: c.score, default=None)
-    answer = best.answer if best else None
-    return finish(ctx, "particle_gibbs", answer, [answer], cands, trace)
+    ends_kept = {b.id for b, _ in ends}
+    ctx.release([b for b in owned.branches if b.id not in ends_kept] + [root])
+    return finish_best(
+        ctx, request, "particle_gibbs", [b for b, _ in ends], [s for _, s in ends], trace
+    )

@@ -32,12 +32,13 @@ async def draw(
     root = ctx.root(request.prompt)
     candidates: list[Candidate] = []
     trace: list[dict] = []
-    max_tokens = request.max_step_tokens * request.max_steps
     while len(candidates) < request.n:
-        if request.budget.exhausted(ctx.stats, len(candidates)):
+        if request.budget.exhausted(ctx.stats):
             break
         size = min(wave, request.n - len(candidates))
-        branches: list[Branch] = await ctx.extend([root] * size, stop=[], max_tokens=max_tokens)
+        branches: list[Branch] = await ctx.extend(
+            [root] * size, stop=[], max_tokens=request.solution_tokens
+        )
         scored = await score_branches(ctx, request, branches) if score else None
         new = candidates_of(ctx, request, branches, scored)
         ctx.release(branches)

@@ -17,15 +17,17 @@ def test_eval_writes_records_and_resumes(tmp_path):
     assert first.exit_code == 0, first.output
     summary = json.loads(first.output.strip().splitlines()[-1])
     assert summary["problems"] == 3 and 0 <= summary["accuracy"] <= 1
-    records = [json.loads(line) for line in out.read_text().splitlines()]
+    header, *lines = out.read_text().splitlines()
+    assert json.loads(header)["ponder_run"]["strategy"] == "majority"
+    records = [json.loads(line) for line in lines]
     assert len(records) == 3 and all(r["generated_tokens"] > 0 for r in records)
     # A kill mid-write leaves a torn line: it is dropped and that problem redone.
     text = out.read_text().splitlines()
-    out.write_text("\n".join(text[:2]) + "\n" + text[2][: len(text[2]) // 2])
+    out.write_text("\n".join(text[:3]) + "\n" + text[3][: len(text[3]) // 2])
     again = run([*args, "--limit", "5"])
     assert again.exit_code == 0, again.output
-    lines = [line for line in out.read_text().splitlines() if line.strip()]
-    ids = [json.loads(line)["id"] for line in lines if line.endswith("}")]
+    lines = [line for line in out.read_text().splitlines()[1:] if line.strip()]
+    ids = [json.loads(line)["id"] for line in lines]
     assert len(set(ids)) == 5 and ids[:2] == [r["id"] for r in records[:2]]
     assert json.loads(again.output.strip().splitlines()[-1])["problems"] == 5
 

@@ -8,11 +8,11 @@ import shutil
 import pytest
 from click.testing import CliRunner
 from ponder.apps.cli import main
-from ponder.apps.evaluate import run_eval
+from ponder.apps.evaluate import EvalSettings, run_eval
 from ponder.engine import Engine
 from ponder.tasks.arith import embedded_model_path
 from ponder.tasks.math_data import INSTRUCTION, MathTask
-from ponder.tasks.registry import VERIFIERS, get_task
+from ponder.tasks.registry import get_task
 from ponder.verifiers.math_answer import MathEquivVerifier
 from transformers import AutoTokenizer
 
@@ -152,19 +152,14 @@ def small_math_task(tmp_path):
 
 def eval_once(engine, task, tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setitem(VERIFIERS, "recording", lambda: Recording(seen))
+    settings = EvalSettings(strategy="bon", n=2, verifier="recording", task="jsonl")
     records, summary = run_eval(
         engine,
         task,
         task.items(1, 0),
-        strategy="bon",
-        n=2,
-        verifier_name="recording",
-        verifier_options={},
-        strategy_options={},
-        temperature=1.0,
-        seed=0,
-        out=tmp_path / "out.jsonl",
+        settings,
+        Recording(seen),
+        tmp_path / "out.jsonl",
         concurrency=1,
     )
     return records, summary, seen

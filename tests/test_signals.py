@@ -3,13 +3,15 @@ Hugging Face datasets export; and the CLI's one-line errors."""
 
 import asyncio
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from ponder.align import group_advantages
 from ponder.apps.cli import main
-from ponder.apps.signals import read_complete, to_dataset, write_signals
+from ponder.apps.run_file import RunFile
+from ponder.apps.signals import SignalSettings, complete_groups, to_dataset, write_signals
 from ponder.engine import Engine
 from ponder.tasks.registry import get_task, make_verifier
 
@@ -26,12 +28,9 @@ def run(engine, out, items, objective="passk", k=2, n=4):
             engine,
             get_task("arith", split="train"),
             items,
-            objective=objective,
-            k=k,
-            n=n,
-            verifier=make_verifier("arith_outcome"),
-            seed=3,
-            out=out,
+            SignalSettings(objective, k=k, n=n, verifier="arith_outcome", seed=3),
+            make_verifier("arith_outcome"),
+            out,
             max_tokens=160,
         )
     )
@@ -40,7 +39,7 @@ def run(engine, out, items, objective="passk", k=2, n=4):
 def test_records_carry_the_objectives_advantages(engine, tmp_path):
     items = get_task("arith", split="train").items(3, seed=0)
     records = run(engine, tmp_path / "s.jsonl", items)
-    assert len(records) == 12 and len((tmp_path / "s.jsonl").read_text().splitlines()) == 12
+    assert len(records) == 12 and len((tmp_path / "s.jsonl").read_text().splitlines()) == 13
     for item in items:
         group = [r for r in records if r["prompt_id"] == item.id]
         rewards = [r["reward"] for r in group]
@@ -63,11 +62,13 @@ def test_resume_skips_done_prompts_and_drops_a_torn_group(engine, tmp_path):
     first = run(engine, out, items[:2])
     lines = out.read_text().splitlines()
     # A kill in the middle of the third prompt's write: two whole lines and a torn one.
-    out.write_text("\n".join(lines) + "\n" + lines[0].replace(items[0].id, items[2].id) + "\n{")
-    assert set(read_complete(out, 4)) == {items[0].id, items[1].id}
-    assert len(out.read_text().splitlines()) == 8  # the torn group is gone from the file
+    out.write_text("\n".join(lines) + "\n" + lines[1].replace(items[0].id, items[2].id) + "\n{")
+    settings = SignalSettings("passk", k=2, n=4, verifier="arith_outcome", seed=3)
+    run_file = RunFile.open(out, asdict(settings))
+    assert set(complete_groups(run_file, 4)) == {items[0].id, items[1].id}
+    assert len(out.read_text().splitlines()) == 9  # the torn group is gone from the file
     again = run(engine, out, items)
-    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()[1:]]
     assert len(ids) == len(set(ids)) == 12
     assert [r for r in again if r["prompt_id"] != items[2].id] == first
 
@@ -91,7 +92,7 @@ def test_dataset_export_round_trips(engine, tmp_path):
         (["--objective", "bon_rl", "--k", "4", "--n", "8"], "exactly k samples"),
         (["--task", "nope"], "unknown task"),
         (["--verifier", "arith_step"], "outcome verifier"),
-        (["--split", "heldout", "--task", "gsm8k"], "arith task only"),
+        (["--task-option", "split=heldout", "--task", "gsm8k"], "has no option 'split'"),
     ],
 )
 def test_cli_errors_are_one_line(tmp_path, args, message):

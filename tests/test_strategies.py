@@ -3,14 +3,17 @@ tie rules, resampling, pruning, budget stops, accounting, no leaked branches), p
 end-to-end run of every strategy on the embedded model."""
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 from ponder.engine.fake_backend import FakeContext
-from ponder.strategies import PROCESS_STRATEGIES, STRATEGIES, Budget, SearchRequest
+from ponder.strategies import STRATEGIES, Budget, SearchRequest
 from ponder.strategies.bom import best_of_majority
 from ponder.strategies.particle import resampling_weights
 from ponder.strategies.voting import majority_vote, weighted_majority_vote
 from scripted import cycling, request, run, step_policy
+
+PROCESS_STRATEGIES = {name for name, s in STRATEGIES.items() if s.process}
 
 
 def test_voting_tie_rule_and_none():
@@ -170,7 +173,7 @@ def test_particle_gibbs_releases_prefixes_no_history_holds():
 
         ctx.extend = watched
         req = request(8, aggregation="min")
-        result = await STRATEGIES["particle_gibbs"](ctx, req, iterations=4, seed=1)
+        result = await STRATEGIES["particle_gibbs"](ctx, replace(req, seed=1), iterations=4)
         assert ctx.live == set()
         return result, peak[0]
 

@@ -11,7 +11,9 @@ score per candidate; a process verifier (`process = True`) returns one score per
 present in the candidate. Candidates may be partial solutions (a search scores prefixes): steps
 are split on the task's delimiter, and an empty trailing segment (the candidate ends with the
 delimiter) is not a step. Aggregating step scores into one number is verifiers/aggregate.py's
-job, not the verifier's. Verifiers never see model internals.
+job, not the verifier's. Verifiers never see model internals. `score_range` declares the lowest
+and highest score a verifier gives ((0, 1) for rule checkers and probabilities; an ORM emitting
+raw logits is unbounded), so strategies that need probabilities can refuse the others.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Protocol, runtime_checkable
 class Verifier(Protocol):
     name: str
     process: bool
+    score_range: tuple[float, float]  # (lowest, highest) score it can give
 
     def score(
         self,
@@ -31,6 +34,13 @@ class Verifier(Protocol):
         candidates: Sequence[str],
         references: Sequence[str] | None = None,
     ) -> list[list[float]]: ...
+
+
+def score_range(verifier) -> tuple[float, float]:
+    """The verifier's declared (lowest, highest) score; (0, 1) when it declares none (rule
+    checkers and probabilities, the common case)."""
+    lo, hi = getattr(verifier, "score_range", (0.0, 1.0))
+    return float(lo), float(hi)
 
 
 def split_steps(text: str, delimiter: str) -> list[str]:

@@ -82,6 +82,9 @@ class OutcomeRewardModel:
         self.num_labels = self.model.config.num_labels
         if self.num_labels not in (1, 2):
             raise ValueError(f"an ORM needs 1 or 2 labels, {path} has {self.num_labels}")
+        # One label: the raw logit, unbounded; two: P(label 1), a probability.
+        inf = float("inf")
+        self.score_range = (-inf, inf) if self.num_labels == 1 else (0.0, 1.0)
         # HF pools the last non-pad token: it must know which id the batches are padded with.
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
 
