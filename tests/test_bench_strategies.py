@@ -99,3 +99,32 @@ def test_search_failures_finds_the_step_every_branch_went_wrong():
     assert bench.lost_step(result.trace) is None
     result, _ = run("particle", steps(0.1), request(4))
     assert bench.lost_step(result.trace) == 1
+
+
+@pytest.mark.parametrize(("strategy", "n"), [("particle", 4), ("bom", 4)])
+def test_ponder_eval_reproduces_a_bench_cell(tmp_path, strategy, n):
+    """Same problems, seeds, options and verifier: `ponder eval` gives the bench cell's numbers
+    exactly (one per-problem seed derivation, strategies seeded by the request)."""
+    import asyncio
+    import json
+
+    from click.testing import CliRunner
+    from ponder.apps.cli import main
+    from ponder.engine import Engine
+    from ponder.tasks.arith import DEFAULT_LEVEL, generate
+
+    bench = load_bench()
+    problems = generate(6, split="heldout", seed=0, difficulty=DEFAULT_LEVEL)
+    verifier = bench.verifier_for(strategy, "exact", 0.1, 0)
+    with Engine.from_pretrained() as engine:
+        row = asyncio.run(bench.cell(engine, problems, strategy, n, verifier, 0))
+    options = [f"--option={k}={v}" for k, v in bench.OPTIONS.get(strategy, {}).items()]
+    out = tmp_path / "run.jsonl"
+    result = CliRunner().invoke(
+        main, ["eval", "--strategy", strategy, "--n", str(n), "--limit", "6", "--out", str(out),
+               "--verifier", verifier.name, *options],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["accuracy"] == row["accuracy"]
+    assert round(summary["mean_generated_tokens"], 1) == row["mean_tokens"]
