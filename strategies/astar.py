@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from dataclasses import dataclass, replace
 
-from ponder.engine.protocol import SearchContext
+from ponder.engine.protocol import Branch, SearchContext
 from ponder.strategies.base import (
     SearchRequest,
     SearchResult,
@@ -56,6 +57,123 @@ def f_of(step_scores, weight_g: float, aggregation: str = "last") -> float:
     return weight_g * aggregate(step_scores, "mean") + aggregate(step_scores, aggregation)
 
 
+@dataclass(frozen=True, slots=True)
+class State:
+    branch: Branch
+    depth: int  # steps taken from the root
+    f: float
+    visits: int = 0  # expansions of this state so far
+
+
+class OpenList:
+    """The open states, highest f first; ties: the deeper state, then the first pushed."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, int, State]] = []
+        self._order = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def push(self, state: State) -> None:
+        heapq.heappush(self._heap, (-state.f, -state.depth, next(self._order), state))
+
+    def pop(self) -> State:
+        return heapq.heappop(self._heap)[-1]
+
+    def best_first(self) -> list[State]:
+        return [entry[-1] for entry in sorted(self._heap)]
+
+    def prune(self, cap: int) -> list[State]:
+        """Keep the best `cap` states; return the dropped ones, best first."""
+        self._heap.sort()
+        dropped = [entry[-1] for entry in self._heap[cap:]]
+        del self._heap[cap:]
+        heapq.heapify(self._heap)
+        return dropped
+
+
+@dataclass
+class Search:
+    """One A* search's settings and mutable state."""
+
+    ctx: SearchContext
+    request: SearchRequest
+    k: int
+    weight_g: float
+    revisit: int
+    open_cap: int
+    root: Branch
+    open: OpenList
+    spare: State | None = None  # the best finished state pruned from the open list
+
+    def release(self, branches) -> None:
+        self.ctx.release(b for b in branches if b is not self.root)
+
+    async def expand(self, state: State) -> list[State]:
+        """Sample k next steps from `state`, push them and (if it may revisit) it again."""
+        request = self.request
+        new = await self.ctx.extend(
+            [state.branch] * self.k,
+            stop=[request.step_delimiter],
+            max_tokens=request.max_step_tokens,
+        )
+        raw = await self.ctx.score(new, request.verifier, request.reference)
+        if state.visits + 1 < self.revisit:  # may be expanded again later
+            again = self.weight_g + 1.0 if state.branch is self.root else state.f
+            self.open.push(replace(state, f=again, visits=state.visits + 1))
+        else:
+            self.release([state.branch])
+        children = [
+            State(b, state.depth + 1, f_of(s, self.weight_g, request.aggregation))
+            for b, s in zip(new, raw, strict=True)
+        ]
+        for child in children:
+            self.open.push(child)
+        if len(self.open) > self.open_cap:
+            self.prune()
+        return children
+
+    def prune(self) -> None:
+        """Keep the best open_cap states; a finished one dropped is kept aside to fall back on."""
+        for state in self.open.prune(self.open_cap):  # best first
+            if state.branch.done and (self.spare is None or state.f > self.spare.f):
+                if self.spare is not None:
+                    self.release([self.spare.branch])
+                self.spare = state
+            else:
+                self.release([state.branch])
+
+    async def fallback(self, complete: bool, trace: list[dict]) -> State | None:
+        """No goal popped: the best finished state seen, else the best open one, which with
+        `complete` is first sampled to the end once (a partial solution has no answer)."""
+        ranked = [s for s in self.open.best_first() if s.branch is not self.root]
+        done = [s for s in ranked if s.branch.done] + ([self.spare] if self.spare else [])
+        best = max(done or ranked, key=lambda s: s.f, default=None)
+        request = self.request
+        if best is None or done or not complete or request.budget.exhausted(self.ctx.stats):
+            return best
+        left = max(1, request.max_steps - best.depth) * request.max_step_tokens
+        rollout = await self.ctx.extend([best.branch], stop=[], max_tokens=left)
+        end_scores = (await self.ctx.score(rollout, request.verifier, request.reference))[0]
+        f_end = f_of(end_scores, self.weight_g, request.aggregation)
+        trace.append({"rollout": best.depth, "f": round(best.f, 4), "f_end": round(f_end, 4)})
+        return State(rollout[0], best.depth, f_end)
+
+
+def check_options(n: int, k: int, revisit: int, max_expansions, max_open) -> tuple[int, int]:
+    """(expansion limit, open-list cap) for these options; ValueError naming a bad one."""
+    if k < 1:
+        raise ValueError(f"astar: k must be >= 1, got {k}")
+    if revisit < 1:
+        raise ValueError(f"astar: revisit must be >= 1, got {revisit}")
+    limit = 4 * n if max_expansions is None else max_expansions
+    open_cap = 2 * n if max_open is None else max_open
+    if limit < 1 or open_cap < 1:
+        raise ValueError(f"astar: max_expansions ({limit}) and max_open ({open_cap}) must be >= 1")
+    return limit, open_cap
+
+
 async def astar(
     ctx: SearchContext,
     request: SearchRequest,
@@ -67,82 +185,37 @@ async def astar(
     revisit: int = 3,
     complete: bool = True,
 ) -> SearchResult:
-    if k < 1:
-        raise ValueError(f"astar: k must be >= 1, got {k}")
-    if revisit < 1:
-        raise ValueError(f"astar: revisit must be >= 1, got {revisit}")
-    limit = 4 * request.n if max_expansions is None else max_expansions
-    open_cap = 2 * request.n if max_open is None else max_open
-    if limit < 1 or open_cap < 1:
-        raise ValueError(f"astar: max_expansions ({limit}) and max_open ({open_cap}) must be >= 1")
+    limit, open_cap = check_options(request.n, k, revisit, max_expansions, max_open)
     root = ctx.root(request.prompt)
-    order = itertools.count()
-    # (-f, -depth, tie, branch, depth, f, expansions of this state so far)
-    heap: list = [(-0.0, 0, next(order), root, 0, 0.0, 0)]
-    spare = None  # (f, branch): the best finished state pruned from the open list
+    search = Search(ctx, request, k, weight_g, revisit, open_cap, root, OpenList())
+    search.open.push(State(root, 0, 0.0))
     goal, trace, expansions = None, [], 0
-    while heap and expansions < limit:
-        neg_f, neg_depth, _, state, steps, f, visits = heapq.heappop(heap)
-        if state.done or (steps >= request.max_steps and state is not root):
-            goal = (f, state)
+    while search.open and expansions < limit:
+        state = search.open.pop()
+        if state.branch.done or (state.depth >= request.max_steps and state.branch is not root):
+            goal = state
             break
         if request.budget.exhausted(ctx.stats):
-            heapq.heappush(heap, (neg_f, neg_depth, next(order), state, steps, f, visits))
+            search.open.push(state)
             break
-        new = await ctx.extend(
-            [state] * k, stop=[request.step_delimiter], max_tokens=request.max_step_tokens
-        )
-        raw = await ctx.score(new, request.verifier, request.reference)
+        children = await search.expand(state)
         expansions += 1
-        if visits + 1 < revisit:  # may be expanded again later
-            again = weight_g + 1.0 if state is root else f
-            heapq.heappush(heap, (-again, neg_depth, next(order), state, steps, again, visits + 1))
-        elif state is not root:
-            ctx.release([state])
-        pushed = []
-        for b, s in zip(new, raw, strict=True):
-            fb = f_of(s, weight_g, request.aggregation)
-            heapq.heappush(heap, (-fb, -(steps + 1), next(order), b, steps + 1, fb, 0))
-            pushed.append(round(fb, 4))
-        if len(heap) > open_cap:  # prune the open list: keep the best max_open states
-            heap.sort()
-            dropped = heap[open_cap:]
-            heap = heap[:open_cap]
-            heapq.heapify(heap)
-            for entry in dropped:  # best first
-                b, fb = entry[3], entry[5]
-                if b.done and (spare is None or fb > spare[0]):
-                    ctx.release([spare[1]] if spare else [])
-                    spare = (fb, b)  # a finished state pruned: kept to fall back on
-                elif b is not root:
-                    ctx.release([b])
         trace.append(
             {
                 "expansion": expansions,
-                "depth": steps,
-                "f": round(f, 4),
-                "visit": visits + 1,
-                "children_f": pushed,
+                "depth": state.depth,
+                "f": round(state.f, 4),
+                "visit": state.visits + 1,
+                "children_f": [round(c.f, 4) for c in children],
             }
         )
     if goal is None:
-        ranked = [(e[5], e[3], e[4]) for e in sorted(heap) if e[3] is not root]
-        done = [x for x in ranked if x[1].done] + ([spare + (0,)] if spare else [])
-        best = max(done or ranked, key=lambda x: x[0], default=None)
-        goal = best[:2] if best else None
-        if best and not done and complete and not request.budget.exhausted(ctx.stats):
-            # no finished state: sample the best open one to the end (one sample), so the
-            # answer is a whole solution rather than a partial one
-            left = max(1, request.max_steps - best[2]) * request.max_step_tokens
-            rollout = await ctx.extend([best[1]], stop=[], max_tokens=left)
-            end_scores = (await ctx.score(rollout, request.verifier, request.reference))[0]
-            f_end = f_of(end_scores, weight_g, request.aggregation)
-            goal = (f_end, rollout[0])
-            trace.append({"rollout": best[2], "f": round(best[0], 4), "f_end": round(f_end, 4)})
-    keep = [goal[1]] if goal else []
-    leftover = [e[3] for e in heap] + ([spare[1]] if spare else [])  # incl. a rolled-out parent
-    ctx.release(b for b in leftover if b is not root and (not keep or b is not keep[0]))
-    cands = candidates_of(ctx, request, keep, [(goal[0], ())] if goal else None)
-    ctx.release(keep + [root])
+        goal = await search.fallback(complete, trace)
+    keep = goal.branch if goal else None
+    leftover = [s.branch for s in search.open.best_first()]
+    leftover += [search.spare.branch] if search.spare else []  # incl. a rolled-out parent
+    search.release(b for b in leftover if b is not keep)
+    cands = candidates_of(ctx, request, [keep] if keep else [], [(goal.f, ())] if goal else None)
+    ctx.release(([keep] if keep else []) + [root])
     answer = cands[0].answer if cands else None
     return finish(ctx, "astar", answer, [answer], cands, trace)
