@@ -13,7 +13,7 @@ import time
 from importlib.metadata import version
 
 import click
-from ponder.apps.cli_options import load_engine, model_label, parse_pairs, read_config
+from ponder.apps.cli_options import collect_options, load_engine, model_label
 
 MODEL_HELP = "A Hugging Face model folder (default: the embedded arith model)."
 
@@ -157,16 +157,9 @@ def eval_command(task, task_pairs, level, limit, seed, temperature, model_path, 
     from ponder.apps.setup import check_run_file, prepare_eval
     from rich.progress import Progress
 
-    config = read_config(config_path)
+    groups = collect_options(config_path, task_pairs, level, verifier_pairs, option_pairs)
     setup = prepare_eval(
-        task=task,
-        task_options={**config["task_options"], **parse_pairs(task_pairs, "--task-option"),
-                      **({} if level is None else {"level": level})},
-        strategy=strategy,
-        options={**config["options"], **parse_pairs(option_pairs, "--option")},
-        verifier_name=verifier_name,
-        verifier_options={**config["verifier_options"],
-                          **parse_pairs(verifier_pairs, "--verifier-option")},
+        task=task, strategy=strategy, verifier_name=verifier_name, **groups,
         n=n, seed=seed, temperature=temperature, limit=limit,
     )  # fmt: skip
     settings = EvalSettings(**setup.settings, model=model_label(model_path))
@@ -228,14 +221,10 @@ def signals(task, task_pairs, level, limit, seed, temperature, model_path, confi
     from ponder.apps.setup import prepare_signals
     from ponder.apps.signals import SignalSettings, run_signals, to_dataset
 
-    config = read_config(config_path)
+    groups = collect_options(config_path, task_pairs, level, verifier_pairs)
     setup = prepare_signals(
-        task=task,
-        task_options={**config["task_options"], **parse_pairs(task_pairs, "--task-option"),
-                      **({} if level is None else {"level": level})},
-        verifier_name=verifier_name,
-        verifier_options={**config["verifier_options"],
-                          **parse_pairs(verifier_pairs, "--verifier-option")},
+        task=task, verifier_name=verifier_name, task_options=groups["task_options"],
+        verifier_options=groups["verifier_options"],
         objective=objective, k=k, n=n, seed=seed, limit=limit,
     )  # fmt: skip
     settings = SignalSettings(**setup.settings, temperature=temperature,

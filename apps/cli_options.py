@@ -51,6 +51,28 @@ def read_config(path: str | None) -> dict[str, dict]:
     return config
 
 
+def collect_options(
+    config_path: str | None,
+    task_pairs: tuple[str, ...],
+    level: int | None,
+    verifier_pairs: tuple[str, ...],
+    option_pairs: tuple[str, ...] = (),
+) -> dict[str, dict]:
+    """options / task_options / verifier_options from --config, then the flags (which win)."""
+    config = read_config(config_path)
+    task_options = {**config["task_options"], **parse_pairs(task_pairs, "--task-option")}
+    if level is not None:
+        task_options["level"] = level
+    return {
+        "options": {**config["options"], **parse_pairs(option_pairs, "--option")},
+        "task_options": task_options,
+        "verifier_options": {
+            **config["verifier_options"],
+            **parse_pairs(verifier_pairs, "--verifier-option"),
+        },
+    }
+
+
 def model_label(model_path: str | None) -> str:
     return "embedded" if model_path is None else str(Path(model_path).resolve())
 

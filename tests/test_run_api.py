@@ -156,3 +156,14 @@ def test_settings_round_trip_through_the_header(tmp_path):
     run = RunFile.open(tmp_path / "r.jsonl", asdict(settings))
     header = json.loads((tmp_path / "r.jsonl").read_text().splitlines()[0])["ponder_run"]
     assert header["options"] == {"wave": 2} and header["version"] and run.records == []
+
+
+def test_eval_config_file_supplies_options_and_flags_win(tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"options": {"tau": -1.0}, "verifier_options": {}}))
+    out = tmp_path / "o.jsonl"
+    args = ["eval", "--strategy", "particle", "--config", str(config), "--out", str(out)]
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 2 and "tau must be > 0" in refused.output
+    config.write_text(json.dumps({"nope": {}}))
+    assert "must be a JSON object with keys" in CliRunner().invoke(main, args).output
