@@ -485,6 +485,55 @@ def test_bon_weight_clipping_and_limits():
         bon_rlb_weights(0.5, 4, max_weight=0.0)
 
 
+@pytest.mark.parametrize(
+    ("N", "p"), [(2, 0.7), (2, 0.5), (3, 0.9), (4, 0.5), (4, 0.75), (8, 0.8), (32, 0.95)]
+)
+def test_bon_rlb_default_weights_are_the_reference_formulas(N, p):
+    """At the defaults and a true p <= 1 - eps the weights are ALGORITHMS.md §2.2's closed forms,
+    the ones check_bon.py verifies (N=2, p=0.7: g+ = 1.4/0.51 = 2.745, g- = 1.4/0.3 = 4.667):
+    the default cap must not bind them, or the update stops being exact."""
+    g_plus, g_minus = bon_rlb_weights(p, N)
+    assert g_plus == pytest.approx(N * p ** (N - 1) / (1 - p**N), rel=1e-12)
+    assert g_minus == pytest.approx(N * p / (1 - p), rel=1e-12)
+    assert bon_rlb_positive_weight(p, N) == pytest.approx(
+        N * p ** (N - 1) * (1 - p) / (1 - p**N), rel=1e-12
+    )
+    if (N, p) == (2, 0.7):
+        assert (g_plus, g_minus) == pytest.approx((2.745098, 4.666667), abs=1e-6)
+
+
+@pytest.mark.parametrize("N", [2, 3, 4])
+def test_bon_rl_weights_at_the_defaults_are_exact_for_a_hard_prompt(N):
+    """check_bon.py's identity at the DEFAULT eps and max_weight, with p_fail ~ 0.82 (weights
+    well above N): the expected update over every N-draw is grad (1 - p^N)."""
+    theta = np.array([-0.5, 0.4, 0.8, 0.6, 0.2])
+    reward = np.array([1.0, 0.0, 0.0, 0.0, 0.0])
+    p_fail = float(softmax(theta) @ (1 - reward))
+    assert 0.8 < p_fail < 0.99
+    truth = numeric_grad(lambda t: 1 - (softmax(t) @ (1 - reward)) ** N, theta)
+    for positives_only in (False, True):
+        estimate = expected_gradient(
+            theta,
+            N,
+            lambda d, pos=positives_only: bon_rl_weights(
+                reward[d], p_fail=p_fail, positives_only=pos
+            ),
+        )
+        np.testing.assert_allclose(estimate, truth, atol=1e-8)
+
+
+def test_bon_default_cap_binds_only_all_fail_groups():
+    for N in (2, 4, 8):
+        assert bon_rlb_weights(1.0, N) == (N, N)  # p = 1: the formulas diverge; cap N
+        assert bon_rlb_weights(0.99, N)[1] == pytest.approx(N * 99)  # p < 1: uncapped
+    # an explicit max_weight caps every weight at every p
+    assert bon_rlb_weights(0.7, 2, max_weight=2.0) == (2.0, 2.0)
+    assert bon_rlb_positive_weight(0.99, 2, max_weight=0.5) == 0.5
+    assert bon_rl_weights([[0, 0, 0], [0, 1, 0]], scores=[[0, 0, 0], [1, 0, 0]]) == pytest.approx(
+        np.array([[3.0, 0, 0], [6.0, 0, 0]])  # all fail: cap 3; p = 2/3, wrong pick: g- = 6
+    )
+
+
 def test_bon_rl_v_rewards_the_pick_with_its_score():
     assert bon_rl_v_weights([0.2, 0.7, 0.7, 0.1]) == pytest.approx([0, 0.7, 0, 0])
     assert bon_rl_v_weights([[0.1, float("-inf")], [0.0, 0.3]]) == pytest.approx(
