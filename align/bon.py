@@ -23,12 +23,20 @@ ship is what the exact identity fixes. gbar+ alone is also exact: E_bon[gbar+ R 
 grad J_BoN.
 
 p is estimated as the fraction of the group that fails (or passed in, ideally from extra
-samples). Both g+ and g- grow like 1/(1-p) as p -> 1 (gbar+ tends to 1), so p is clipped to
-<= 1 - eps (default eps = 0.01) and the weights to <= max_weight (default N). With p from the
-same N samples a correct pick has p <= 1 - 1/N, where g+ < N, so the default cap only bounds
-g- in all-fail groups (where p = 1 and the pick is wrong). p = 0 gives zero weights for N >= 2:
-easy prompts carry no signal. Clipping, and p estimated from the same samples, make the
-estimate biased; it is exact only for the true p.
+samples). Both g+ and g- grow like 1/(1-p) as p -> 1 (gbar+ tends to 1) and are infinite at
+p = 1, so:
+- p is clipped to <= 1 - eps (default eps = 0.01);
+- by default (max_weight=None) the weights are capped at N ONLY where p = 1, an all-fail group
+  (with p from the same samples the pick there is wrong, so this bounds g-). For every p < 1 the
+  default weights are the closed forms above at the clipped p, so with the true p <= 1 - eps
+  the update is exact (N=2, p=0.7: g+ = 2.745, g- = 4.667, both above N). The cap at p = 1
+  costs no bias for a true p: there R = 0 for every sample, grad J_BoN = 0, and any finite g-
+  gives E_pi[g- grad log pi] = 0. Note that the default weights are not monotone at p = 1:
+  g- is N(1-eps)/eps (99 N) just below 1 and N at 1;
+- an explicit max_weight caps every weight (g+, g-, gbar+) at every p; it bounds the update
+  and biases it wherever a closed form exceeds it.
+p = 0 gives zero weights for N >= 2: easy prompts carry no signal. Clipping and capping, and p
+estimated from the same samples, make the estimate biased; it is exact only for the true p.
 
 BoN-SFT picks the best-scoring sample as the imitation target (`bon_select`). BoN-RL-V
 (`bon_rl_v_weights`) is REINFORCE on the BoN pick with its verifier score as reward, the
@@ -59,20 +67,22 @@ def bon_select(scores: ArrayLike) -> int | np.ndarray:
     return int(idx) if idx.ndim == 0 else idx
 
 
-def _clipped_p(p_fail: ArrayLike, eps: float) -> np.ndarray:
+def _checked_p(p_fail: ArrayLike, eps: float) -> np.ndarray:
     p = np.asarray(p_fail, dtype=float)
     if np.any(~((p >= 0) & (p <= 1))):
         raise ValueError(f"p_fail must lie in [0, 1], got {p_fail}")
     if not 0 < eps < 1:
         raise ValueError(f"eps must lie in (0, 1), got {eps}")
-    return np.minimum(p, 1.0 - eps)
+    return p
 
 
-def _cap(w: np.ndarray, n: int, max_weight: float | None) -> np.ndarray:
-    cap = float(n) if max_weight is None else max_weight
-    if not cap > 0:
+def _cap(w: np.ndarray, p: np.ndarray, n: int, max_weight: float | None) -> np.ndarray:
+    """max_weight=None: cap at N only where p = 1 (all-fail); else cap every weight."""
+    if max_weight is None:
+        return np.where(p == 1.0, np.minimum(w, float(n)), w)
+    if not max_weight > 0:
         raise ValueError(f"max_weight must be positive, got {max_weight}")
-    return np.minimum(w, cap)
+    return np.minimum(w, max_weight)
 
 
 def _scalar_or_array(x: np.ndarray) -> float | np.ndarray:
@@ -95,10 +105,10 @@ def bon_rlb_weights(
 ) -> tuple[float | np.ndarray, float | np.ndarray]:
     """(g+, g-) for BoN size N = n at failure rate(s) p_fail, clipped; floats for a scalar p."""
     _check_n(n)
-    p = _clipped_p(p_fail, eps)
-    g_plus = n * p ** (n - 1) / _success(p, n)
-    g_minus = n * p / (1.0 - p)
-    g_plus, g_minus = _cap(g_plus, n, max_weight), _cap(g_minus, n, max_weight)
+    raw = _checked_p(p_fail, eps)
+    p = np.minimum(raw, 1.0 - eps)
+    g_plus = _cap(n * p ** (n - 1) / _success(p, n), raw, n, max_weight)
+    g_minus = _cap(n * p / (1.0 - p), raw, n, max_weight)
     return _scalar_or_array(g_plus), _scalar_or_array(g_minus)
 
 
@@ -107,8 +117,10 @@ def bon_rlb_positive_weight(
 ) -> float | np.ndarray:
     """gbar+ = N p^(N-1) (1-p) / (1-p^N), the BoN-RLB(P) weight for a correct pick."""
     _check_n(n)
-    p = _clipped_p(p_fail, eps)
-    return _scalar_or_array(_cap(n * p ** (n - 1) * (1.0 - p) / _success(p, n), n, max_weight))
+    raw = _checked_p(p_fail, eps)
+    p = np.minimum(raw, 1.0 - eps)
+    w = n * p ** (n - 1) * (1.0 - p) / _success(p, n)
+    return _scalar_or_array(_cap(w, raw, n, max_weight))
 
 
 def _one_hot(idx: np.ndarray | int, shape: tuple[int, ...]) -> np.ndarray:

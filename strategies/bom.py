@@ -4,8 +4,13 @@ Distinct answers whose empirical frequency among the N samples is at least `alph
 are ranked by the MEAN verifier score of their samples (the ALGORITHMS.md choice for the
 unspecified per-answer aggregation) and the top k are returned. If fewer than k survive, the
 list is topped up with the best-scoring filtered-out answers (documented fallback). alpha = 0
-is Best-of-N over distinct answers; k = 1 with a constant verifier is majority voting.
-Ties keep the order of first occurrence.
+is Best-of-N over distinct answers. Ties keep the order of first occurrence.
+
+Frequency only filters (ALGORITHMS.md §6.1); it never ranks. So k = 1 with a constant verifier
+is NOT majority voting: every survivor ties, and the earliest answer with frequency >= alpha
+wins (["A", "B", "B"], alpha <= 1/3 -> "A", where majority voting says "B"). It agrees with
+majority voting only when alpha > 1/2 and some answer reaches alpha (then it is the strict
+majority); when no answer reaches alpha it is the first answer of all.
 
 Adaptive budget: with `stop_score=s`, samples are drawn in waves and drawing stops once the
 first k answers (in order of first occurrence) whose samples all score at least s each hold at

@@ -98,3 +98,16 @@ def test_weighted_matches_brute_force_and_unit_weights_are_counts(case):
     weights = [float(w) for w in int_weights]  # small integers: sums are exact, ties are real
     assert weighted_majority_vote(answers, weights) == reference_vote(answers, weights)
     assert weighted_majority_vote(answers, [1.0] * len(answers)) == majority_vote(answers)
+
+
+def test_bom_with_a_constant_verifier_is_not_majority_voting():
+    """strategies/bom.py: frequency only filters; a constant verifier ties every survivor, and
+    the tie rule keeps the earliest, so k=1 returns the first answer with frequency >= alpha."""
+    from ponder.strategies.bom import best_of_majority
+
+    answers, flat = ["A", "B", "B"], [1.0, 1.0, 1.0]
+    assert majority_vote(answers) == "B"
+    assert best_of_majority(answers, flat, alpha=0.1, k=1) == ["A"]  # A passes the filter first
+    assert best_of_majority(answers, flat, alpha=0.5, k=1) == ["B"]  # only B reaches 1/2
+    assert best_of_majority(["A", "B", "C"], flat, alpha=0.5, k=1) == ["A"]  # none pass: top-up
+    assert best_of_majority(answers, flat, alpha=0.1, k=2) == ["A", "B"]
