@@ -94,7 +94,9 @@ def parse_task(prompt: str, candidate: str, reference: str) -> CodeTask:
     if not isinstance(prefix, str) or not all(isinstance(s, str) and s for s in stop):
         raise ValueError("a code_tests reference's 'prefix' is a string, 'stop' non-empty strings")
     if (harness := harness or "remote") not in HARNESSES:
-        raise ValueError(f"a code_tests reference's 'harness' is one of {HARNESSES}, got {harness!r}")
+        raise ValueError(
+            f"a code_tests reference's 'harness' is one of {HARNESSES}, got {harness!r}"
+        )
     return CodeTask(prefix, truncate(candidate, stop), test, entry, harness)
 
 
@@ -156,7 +158,9 @@ class CodeTestsVerifier:
         references: Sequence[str] | None,
     ) -> list[RunResult]:
         check_batch(prompts, candidates, references, need_references=True)
-        tasks = [parse_task(p, c, r) for p, c, r in zip(prompts, candidates, references, strict=True)]
+        tasks = [
+            parse_task(p, c, r) for p, c, r in zip(prompts, candidates, references, strict=True)
+        ]
         sandbox = self.sandbox
         with ThreadPoolExecutor(max_workers=sandbox.workers) as pool:
             return list(pool.map(self.judge, tasks))

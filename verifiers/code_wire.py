@@ -48,7 +48,7 @@ def _dec(node):
         return node
     if type(node) is not dict or len(node) != 1:
         raise ValueError("malformed value")
-    (tag, body), = node.items()
+    ((tag, body),) = node.items()
     if tag in _TYPES and type(body) is list:
         items = [_dec(v) for v in body]
         return items if tag == "l" else _TYPES[tag](items)

@@ -224,7 +224,9 @@ class SandboxRun:
             hardening.uid, hardening.expose = next_uid(), sandbox.expose
             argv = isolated_command(argv, hardening.uid)
         stdin = os.memfd_create("program", os.MFD_CLOEXEC)
-        self.out, self.err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        # Unnamed files that outlive this constructor (closed in _cleanup).
+        self.out = tempfile.TemporaryFile()  # noqa: SIM115
+        self.err = tempfile.TemporaryFile()  # noqa: SIM115
         try:
             os.write(stdin, source.encode())
             os.lseek(stdin, 0, os.SEEK_SET)
