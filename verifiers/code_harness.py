@@ -6,9 +6,10 @@ Two processes per candidate, neither of which is the caller:
 - the candidate process (sandboxed, `Sandbox.start`) runs prefix + completion, then serves calls:
   it reads {"call", "args", "kwargs"} from one pipe and answers {"ok": value} or {"raised":
   [type name, message]} on another (verifiers/code_wire.py: plain values of exact types only);
-- the harness process (trusted test code; the caller's uid, its own rlimits, session and
-  parent-death signal) executes the prefix (so helper functions the tests use, such as
-  HumanEval's `poly`, are the trusted copies), the test code, and `check(<entry>)` with the
+- the harness process (trusted test code; the caller's uid, a session of its own; it sets its
+  own rlimits and parent-death signal first thing, so it is spawned without a preexec fork)
+  executes the prefix (so helper functions the tests use, such as HumanEval's `poly`, are the
+  trusted copies), the test code, and `check(<entry>)` with the
   entry point bound to a proxy that forwards each call to the candidate process. Names the test
   uses that neither it nor the prefix defines are forwarded too.
 The verdict is "check() returned in the harness", written on the harness's own stdout.
@@ -37,7 +38,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ponder.verifiers.sandbox import Limits, RunResult, Sandbox, SandboxRun
-from ponder.verifiers.sandbox_isolation import Hardening
 
 WIRE = (Path(__file__).with_name("code_wire.py")).read_text()
 LIMIT_OUTCOMES = ("timeout", "memory", "output_limit", "crashed")
@@ -69,8 +69,15 @@ _serve(CANDIDATE)
 
 # The trusted side; its job (JSON) arrives on stdin, its verdict leaves on stdout.
 HARNESS = """
-import builtins, sys, traceback
+import builtins, ctypes, resource, signal, sys, traceback
 job = json.loads(sys.stdin.read())
+# Trusted code bounds itself (no preexec_fn: the caller can then spawn this without a full fork):
+# die with the caller, and cap memory, CPU and written file sizes.
+ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)
+if os.getppid() != job["parent"]:
+    os._exit(125)
+for name, value in job["rlimits"].items():
+    resource.setrlimit(getattr(resource, name), (value, value))
 VERDICT = os.dup(1)
 os.dup2(2, 1)  # the tests' own prints go to stderr
 FD_IN, FD_OUT = job["fd_in"], job["fd_out"]
@@ -177,11 +184,17 @@ def _memfd(text: str) -> int:
 
 
 def _start_harness(sandbox: Sandbox, job: RemoteJob, fd_in: int, fd_out: int, err):
-    spec = {"prefix": job.prefix, "test": job.test, "entry": job.entry,
-            "fd_in": fd_in, "fd_out": fd_out, "wall": sandbox.limits.wall_seconds}  # fmt: skip
+    limits = sandbox.limits  # trusted code, but bounded: it holds the candidate's answers
+    rlimits = {
+        "RLIMIT_AS": max(limits.memory_bytes, 1 << 30),
+        "RLIMIT_CPU": limits.cpu_seconds + 1,
+        "RLIMIT_FSIZE": limits.output_bytes,
+        "RLIMIT_CORE": 0,
+    }
+    spec = {"prefix": job.prefix, "test": job.test, "entry": job.entry, "fd_in": fd_in,
+            "fd_out": fd_out, "wall": limits.wall_seconds, "parent": os.getpid(),
+            "rlimits": rlimits}  # fmt: skip
     stdin = _memfd(json.dumps(spec))
-    # Trusted code, but still bounded: the harness holds the candidate's (capped) answers.
-    limits = replace(sandbox.limits, memory_bytes=max(sandbox.limits.memory_bytes, 1 << 30))
     try:
         return subprocess.Popen(
             [sandbox.python, "-I", "-S", "-c", WIRE + HARNESS],
@@ -191,7 +204,6 @@ def _start_harness(sandbox: Sandbox, job: RemoteJob, fd_in: int, fd_out: int, er
             stdout=subprocess.PIPE,
             stderr=err,
             start_new_session=True,
-            preexec_fn=Hardening(limits, None, os.getpid()),
             pass_fds=(fd_in, fd_out),
         )
     finally:

@@ -1,9 +1,9 @@
-"""The sandbox's kernel mechanisms: the isolated command line, the per-process hardening applied
-between fork and exec, and the probe that says which isolation level works on this machine.
+"""The sandbox's kernel mechanisms: the per-process hardening applied between fork and exec,
+the isolated command line, and the probe that says which isolation level works on this machine.
 
-    level, reasons = probe(python)  # cached; reasons[level] says why a level is unavailable
-    argv = isolated_command([python, "-c", ...], uid)
-    preexec = Hardening(limits, cgroup_procs, parent_pid)  # Popen(preexec_fn=preexec)
+    found = probe(python, uid)  # cached: found.level, found.reasons[level], found.expose
+    preexec = Hardening(limits, cgroup, os.getpid(), uid, found.expose)  # uid=None: no namespaces
+    Popen(isolated_command(argv, uid), preexec_fn=preexec)
 
 Levels, weakest first (LEVELS): "rlimits-only" < "namespaces" < "namespaces+cgroup".
 - Every level: rlimits, a new session, PR_SET_PDEATHSIG (the direct child is killed with the
@@ -11,11 +11,12 @@ Levels, weakest first (LEVELS): "rlimits-only" < "namespaces" < "namespaces+cgro
   filter that refuses user namespaces (unshare/clone with CLONE_NEWUSER; clone3 answers ENOSYS
   so libc falls back to clone): a user namespace would hand the program a root of its own,
   able to mount a tmpfs past the sandbox's caps. No other syscall is filtered.
-- "namespaces" (root, `unshare` and `setpriv`): new net, PID (+ /proc), mount, IPC, UTS and
-  cgroup namespaces; private 16 MiB tmpfs over /tmp, /var/tmp, /run/lock and /dev/shm; a uid of
-  its own per run with no capabilities at all (empty bounding and inheritable sets). The
-  namespace's init is killed with the caller (`unshare --kill-child` under PDEATHSIG), which
-  takes every process in the namespace with it.
+- "namespaces" (root, `unshare` and `setpriv`): new net, mount, IPC, UTS and cgroup namespaces
+  (entered by syscalls in the preexec, the mounts too: no helper processes), a PID namespace
+  with its own /proc (`unshare --pid`); private 16 MiB tmpfs over /tmp, /var/tmp, /run/lock
+  and /dev/shm; a uid of its own per run with no capabilities at all (empty bounding and
+  inheritable sets). The namespace's init is killed with the caller (`unshare --kill-child`
+  under PDEATHSIG), which takes every process in the namespace with it.
 - "namespaces+cgroup": plus a per-run cgroup (verifiers/sandbox_cgroup.py).
 The probe also checks that the run's uid starts the very interpreter the caller asked for
 (same sys.version and sys.prefix), never another installation. An interpreter under a directory
