@@ -27,6 +27,7 @@ def test_scores_and_outcomes(verifier):
     candidates = ["    return 2 * x\n", "    return x\n", "    while True:\n        pass\n"]
     results = verifier.run([PROMPT] * 3, candidates, [ref] * 3)
     assert [r.outcome for r in results] == ["passed", "failed", "timeout"]
+    assert {r.harness for r in results} == {"remote"}
     assert "AssertionError" in results[1].stderr
     assert verifier.score([PROMPT] * 2, candidates[:2], [ref] * 2) == [[1.0], [0.0]]
     assert verifier.name == "code_tests" and verifier.process is False
@@ -54,6 +55,8 @@ def test_bad_input_is_a_value_error(verifier):
         build_program(PROMPT, "x", "assert True")
     with pytest.raises(ValueError, match="'stop' non-empty strings"):
         build_program(PROMPT, "x", json.dumps({"test": "", "entry_point": "f", "stop": [""]}))
+    with pytest.raises(ValueError, match="'harness' is one of"):
+        build_program(PROMPT, "x", json.dumps({"test": "", "entry_point": "f", "harness": "x"}))
     with pytest.raises(ValueError, match="memory_mb"):
         make_verifier("code_tests", memory_mb=1)
 
@@ -98,7 +101,8 @@ def check_canonical(items, verifier) -> None:
 
 
 def test_humaneval_canonical_solutions_all_pass(humaneval):
-    """All 164 (about 6 s on two workers): the sandbox's limits and isolation break none."""
+    """All 164 through the remote harness (about 10-20 s on two busy cores): the sandbox's
+    limits, its isolation and the plain-data wire break none."""
     task, items = humaneval
     check_canonical(items, task.verifier)
     assert task.is_correct(items[0], task.extract_answer(items[0].meta["canonical_solution"]))
