@@ -145,8 +145,8 @@ async def stream(
         ended = False
         while not ended:
             items = [await queue.get()]
-            while not queue.empty():
-                items.append(queue.get_nowait())
+            while not queue.empty() or _all_done(states, items):
+                items.append(await queue.get())  # the end follows the last delta at once
             ended = items[-1] is _END
             if ended:
                 task.result()  # raises the request's error, if any
@@ -168,6 +168,15 @@ async def stream(
         if task is not None and not task.done():
             task.cancel()
         ctx.close()
+
+
+def _all_done(states: dict, items: list) -> bool:
+    """Every completion's last delta is in hand but the end marker is not (yet)."""
+    if items[-1] is _END:
+        return False
+    finished = {c for c, s in states.items() if s.finish_reason is not None}
+    finished |= {d.child for d in items if d.finish_reason is not None}
+    return len(finished) == len(states)
 
 
 def _index(c: _Completion) -> int:
