@@ -1,7 +1,11 @@
 """What `Engine.generate` returns, shaped like vLLM's outputs so its users feel at home.
 
 One RequestOutput per prompt, with `.outputs[i]` (a CompletionOutput) per sample. Plain frozen
-value objects; building them is the engine's job, reading them is everyone's.
+value objects; building them is the engine's job, reading them is everyone's. Streaming
+(`Engine.stream`) yields RequestOutputs in delta mode: each holds only the completions that
+advanced, with their new tokens and text; `finished` is set on the last one. Finish reasons here
+are the public edge's ("stop", "length", "abort"), mapped once from the engine's vocabulary by
+`ponder.engine.protocol.openai_finish_reason`.
 """
 
 from __future__ import annotations
@@ -23,11 +27,11 @@ class CompletionOutput:
     token_ids: tuple[int, ...]
     cumulative_logprob: float
     logprobs: list[dict[int, Logprob]] | None  # per generated token, when requested
-    finish_reason: str  # "stop" (EOS, stop string or stop token) or "length"
+    finish_reason: str | None  # "stop" (EOS, stop string/token), "length", "abort"; None: running
     stop_reason: int | str | None = None  # the stop string or token id that ended it
 
     def finished(self) -> bool:
-        return True
+        return self.finish_reason is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,3 +43,5 @@ class RequestOutput:
     num_cached_tokens: int = 0
     finished: bool = True
     metrics: dict = field(default_factory=dict)  # ponder's accounting (SearchStats.as_dict)
+    # metrics: prompt_tokens, cached_prompt_tokens, computed_prompt_tokens, generated_tokens,
+    # queue_seconds, latency_steps, ... (what a server reports in `usage`)

@@ -12,6 +12,19 @@ A Branch is an immutable handle; the KV blocks behind it live in the backend. A 
 extended many times (each call samples afresh); passing the same branch k times to one extend
 samples k independent continuations. Every context keeps exact accounting (SearchStats).
 Strategies import this module and nothing else from the engine; it imports no torch.
+
+Stop semantics of `extend` (every backend, the fake included):
+    stop=None       the context's default stop strings (the SamplingParams the search was
+                    opened with; none by default, so: until EOS, max_tokens or the context end)
+    stop=[]         no stop strings: until EOS, max_tokens or the context end
+    stop=[s, ...]   also until the generated text contains one of them; the stop string is
+                    part of the new branch's text
+The new branch's `finish_reason` says which ended it, in the one vocabulary FINISH_REASONS.
+
+Lifetime: `close()` (or leaving `async with`, which awaits `aclose()` without blocking the event
+loop) releases every branch still live. Cancelling an awaited `extend` releases exactly what that
+call was producing; the context stays usable. A context dropped without closing is released by
+the garbage collector.
 """
 
 from __future__ import annotations
@@ -22,6 +35,24 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+FINISH_REASONS = {
+    "eos": "the model emitted an end-of-sequence token",
+    "stop": "a stop string or stop token id ended the step",
+    "length": "max_tokens new tokens were generated",
+    "max_model_len": "the context is full (the model's maximum length)",
+    "abort": "cancelled before it finished (never on a Branch)",
+    "error": "failed (never on a Branch; the call raised)",
+}
+
+
+def openai_finish_reason(reason: str) -> str:
+    """The public edge (OpenAI / vLLM outputs): "stop", "length" or "abort"."""
+    if reason not in FINISH_REASONS:
+        raise ValueError(f"unknown finish reason {reason!r}; one of {list(FINISH_REASONS)}")
+    return {"eos": "stop", "stop": "stop", "length": "length", "max_model_len": "length"}.get(
+        reason, "abort"
+    )
+
 
 @dataclass(frozen=True, slots=True)
 class Branch:
@@ -30,7 +61,7 @@ class Branch:
     length: int  # tokens, prompt included
     prompt_length: int
     cumulative_logprob: float = 0.0  # sum of generated tokens' logprobs since the root
-    finish_reason: str | None = None  # None (root/fork), "eos", "stop", "length", "max_model_len"
+    finish_reason: str | None = None  # None (root/fork) or a key of FINISH_REASONS
 
     def child(self, new_id: int) -> Branch:
         """A fork's handle: the same state under a new id, with this branch as parent."""
@@ -65,6 +96,8 @@ class SearchStats:
     samples: int = 0  # branches produced by extend (what Budget.max_samples counts)
     extend_calls: int = 0
     verifier_calls: int = 0  # candidates scored
+    queue_seconds: float = 0.0  # per extend call: submission -> its first sequence scheduled
+    latency_steps: int = 0  # per extend call: engine steps from submission to its last result
     started: float = field(default_factory=time.perf_counter)
     finished: float | None = None
 
@@ -83,6 +116,8 @@ class SearchStats:
             "samples": self.samples,
             "extend_calls": self.extend_calls,
             "verifier_calls": self.verifier_calls,
+            "queue_seconds": round(self.queue_seconds, 4),
+            "latency_steps": self.latency_steps,
             "wall_seconds": round(self.wall_seconds, 4),
         }
 
@@ -124,30 +159,40 @@ class SearchContext(abc.ABC):
     async def score(
         self, branches: Sequence[Branch], verifier, reference: str | None = None
     ) -> list[list[float]]:
-        """Score branches with a verifier (text in, step scores out), counted in the stats.
+        """Score branches with a verifier (text in, step scores out), counted in the stats:
+        one list of step scores per branch, in order.
 
-        `reference` (the problem's reference answer or tests) is passed to every candidate for
-        verifiers that need one. Runs in a worker thread so other searches keep the engine busy
-        meanwhile."""
+        The verifier is always called one way, `verifier.score(prompts, texts, references)`
+        (ponder.verifiers.base.Verifier); `references` is the problem's reference answer or
+        tests repeated per candidate, or None. Runs in a worker thread so other searches keep
+        the engine busy meanwhile."""
         if not branches:
             return []
         prompts = [self.prompt_text(b) for b in branches]
         texts = [self.text(b) for b in branches]
         self.stats.verifier_calls += len(branches)
-        if reference is None:
-            return await asyncio.to_thread(verifier.score, prompts, texts)
-        references = [reference] * len(branches)
-        return await asyncio.to_thread(verifier.score, prompts, texts, references)
+        references = None if reference is None else [reference] * len(branches)
+        scores = await asyncio.to_thread(verifier.score, prompts, texts, references)
+        if len(scores) != len(branches):
+            raise RuntimeError(
+                f"verifier {getattr(verifier, 'name', verifier)!r} returned {len(scores)} "
+                f"score lists for {len(branches)} candidates"
+            )
+        return scores
 
     @abc.abstractmethod
     def close(self) -> None:
         """Release every branch still live; the context is unusable afterwards."""
 
+    async def aclose(self) -> None:
+        """close() for async code: never blocks the event loop."""
+        self.close()
+
     async def __aenter__(self) -> SearchContext:
         return self
 
     async def __aexit__(self, *exc) -> None:
-        self.close()
+        await self.aclose()
 
     def __enter__(self) -> SearchContext:
         return self

@@ -1,12 +1,38 @@
 """SamplingParams: how to sample, with vLLM's names so its users feel at home.
 
-A frozen value object validated on construction; a bad value is a ValueError that names it.
-It says nothing about scheduling or batching.
+A frozen value object validated on construction, types included: a bad value is a ValueError
+that names the field, raised where the request is made, so it can never fail a batch it shares
+with other requests later. It says nothing about scheduling or batching.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+MAX_N = 4096  # samples per request; more is a mistake, not a workload
+MAX_LOGPROBS = 20
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_stop_strings(stop, what: str = "stop") -> tuple[str, ...]:
+    """A tuple of non-empty strings from one string or an iterable of them; else ValueError."""
+    if isinstance(stop, str):
+        stop = (stop,)
+    if not isinstance(stop, Iterable):
+        raise ValueError(f"{what} must be a string or a list of strings, got {stop!r}")
+    stop = tuple(stop)
+    if not all(isinstance(s, str) and s for s in stop):
+        raise ValueError(f"{what} must be non-empty strings, got {stop!r}")
+    return stop
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,32 +52,44 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         # Accept a single stop string or any iterable, as vLLM does; store a tuple.
-        if isinstance(self.stop, str):
-            object.__setattr__(self, "stop", (self.stop,))
-        else:
-            object.__setattr__(self, "stop", tuple(self.stop))
+        object.__setattr__(self, "stop", check_stop_strings(self.stop, "SamplingParams: stop"))
+        if isinstance(self.stop_token_ids, str | bytes) or not isinstance(
+            self.stop_token_ids, Iterable
+        ):
+            got = self.stop_token_ids
+            raise ValueError(f"SamplingParams: stop_token_ids must be a list of ints, got {got!r}")
         object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
         if self.top_k == -1:
             object.__setattr__(self, "top_k", 0)
+        for message in self._problems():
+            raise ValueError(f"SamplingParams: {message}")
+
+    def _problems(self) -> list[str]:
         checks = [
-            (self.n >= 1, f"n must be >= 1, got {self.n}"),
-            (self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}"),
-            (0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}"),
-            (self.top_k >= 0, f"top_k must be >= 0 (or -1 to disable), got {self.top_k}"),
-            (0 <= self.min_p <= 1, f"min_p must be in [0, 1], got {self.min_p}"),
-            (self.max_tokens >= 1, f"max_tokens must be >= 1, got {self.max_tokens}"),
+            (_is_int(self.n) and 1 <= self.n <= MAX_N, f"n must be an int in [1, {MAX_N}]"),
+            (_is_real(self.temperature) and self.temperature >= 0, "temperature must be >= 0"),
+            (_is_real(self.top_p) and 0 < self.top_p <= 1, "top_p must be in (0, 1]"),
+            (_is_int(self.top_k) and self.top_k >= 0, "top_k must be an int >= 0 (-1: off)"),
+            (_is_real(self.min_p) and 0 <= self.min_p <= 1, "min_p must be in [0, 1]"),
+            (_is_int(self.max_tokens) and self.max_tokens >= 1, "max_tokens must be an int >= 1"),
             (
-                all(isinstance(s, str) and s for s in self.stop),
-                f"stop must be non-empty strings, got {self.stop!r}",
+                all(_is_int(t) and t >= 0 for t in self.stop_token_ids),
+                "stop_token_ids must be ints >= 0",
             ),
+            (self.seed is None or _is_int(self.seed), "seed must be an int or None"),
             (
-                self.logprobs is None or 0 <= self.logprobs <= 20,
-                f"logprobs must be None or in [0, 20], got {self.logprobs}",
+                self.logprobs is None
+                or (_is_int(self.logprobs) and 0 <= self.logprobs <= MAX_LOGPROBS),
+                f"logprobs must be None or an int in [0, {MAX_LOGPROBS}]",
+            ),
+            (isinstance(self.ignore_eos, bool), "ignore_eos must be a bool"),
+            (
+                isinstance(self.include_stop_str_in_output, bool),
+                "include_stop_str_in_output must be a bool",
             ),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"SamplingParams: {message}")
+        # Each message starts with the field it names.
+        return [f"{m}, got {getattr(self, m.split()[0])!r}" for ok, m in checks if not ok]
 
     @property
     def greedy(self) -> bool:

@@ -17,7 +17,7 @@ class ScriptedVerifier:
         self.process = process
         self.calls = 0
 
-    def score(self, prompts, candidates):
+    def score(self, prompts, candidates, references=None):
         self.calls += len(candidates)
         out = []
         for text in candidates:

@@ -17,13 +17,15 @@ import asyncio
 import itertools
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import torch
 from ponder import embedded
-from ponder.engine.outputs import CompletionOutput, Logprob, RequestOutput
+from ponder.engine.outputs import RequestOutput
 from ponder.engine.sampling_params import SamplingParams
+from ponder.engine.torch_backend import commands as cmd
+from ponder.engine.torch_backend import requests
 from ponder.engine.torch_backend.context import EngineContext
 from ponder.engine.torch_backend.core import EngineCore
 from ponder.engine.torch_backend.kv_cache import BlockManager, KVStats
@@ -70,6 +72,7 @@ class Engine:
             self.decode,
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens,
+            max_model_len=self.max_model_len,
         )
         if threads is None and self.device.type == "cpu" and model.config.hidden_size < 512:
             # Splitting matrices this small across threads costs more than it saves: one
@@ -77,7 +80,7 @@ class Engine:
             # (bench/engine_throughput.py). Larger models keep torch's thread count.
             threads = 1
         self.loop = EngineLoop(self.core, threads=threads)
-        self._seq_ids = itertools.count()
+        self._ids = itertools.count()  # handle and owner ids (next() on a count is atomic)
         self._request_ids = itertools.count()
         self._seeds = random.Random()
 
@@ -113,6 +116,22 @@ class Engine:
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
+    def prompt_ids(self, prompt: str | Sequence[int]) -> tuple[int, ...]:
+        """A prompt's token ids, validated (ValueError naming what is wrong)."""
+        if isinstance(prompt, str):
+            if not prompt:
+                raise ValueError("the prompt is empty")
+            ids = self.encode(prompt)
+        elif isinstance(prompt, bytes) or not isinstance(prompt, Sequence):
+            raise ValueError(f"a prompt is a string or a list of token ids, got {prompt!r:.80}")
+        else:
+            ids = tuple(prompt)
+            bad = [t for t in ids if not isinstance(t, int) or isinstance(t, bool)]
+            if bad:
+                raise ValueError(f"prompt token ids must be ints, got {bad[:5]!r}")
+        self.check_prompt(ids)
+        return ids
+
     def check_prompt(self, token_ids: Sequence[int]) -> None:
         if not token_ids:
             raise ValueError("the prompt is empty")
@@ -130,38 +149,40 @@ class Engine:
 
     @property
     def kv_stats(self) -> KVStats:
-        """Blocks total / in use / cached-free, read on the loop thread (a consistent view)."""
-        return self.loop.call(lambda: self.blocks.stats).result()
+        """Blocks total / in use / cached-free, after every command posted before (never
+        hangs: after close, or if the loop does not answer, the last known state)."""
+        return self.loop.snapshot().kv
+
+    @property
+    def live_handles(self) -> int:
+        """Branches alive in the engine core, of every search and request (leak check: 0)."""
+        return self.loop.snapshot().live_handles
 
     def update_weights(self, weights: dict[str, torch.Tensor]) -> None:
         """Load a Hugging Face state dict into the running model (on the loop thread, between
-        steps) and drop the prefix cache, whose blocks hold KV of the old weights. For RL loops
-        that train a `transformers` model and sample with this engine; the engine must be idle
-        (no running request or open search), else RuntimeError and nothing changes."""
-
-        def load() -> None:
-            in_use = self.blocks.stats.used
-            if in_use:  # their KV (old weights) would be shared with new requests
-                raise RuntimeError(
-                    f"update_weights needs an idle engine: {in_use} KV blocks are held by "
-                    "running sequences or open searches"
-                )
-            self.core.runner.model.load_weights(weights)
-            self.blocks.reset_prefix_cache()
-
-        self.loop.call(load).result()
+        steps) and drop the prefix cache, whose blocks hold KV of the old weights. Atomic:
+        every name and shape is checked before any parameter changes (ValueError naming the
+        missing or mismatched tensor). For RL loops that train a `transformers` model and sample
+        with this engine; the engine must be idle (no running request or open search), else
+        RuntimeError and nothing changes."""
+        command = cmd.UpdateWeights(weights)
+        self.loop.post(command)
+        command.reply.result()
 
     def reset_prefix_cache(self) -> int:
         """Drop the cached content of free KV blocks (on the loop thread, between steps), e.g.
         after changing the model's weights in place; returns the number of blocks dropped."""
-        return self.loop.call(self.blocks.reset_prefix_cache).result()
+        command = cmd.ResetPrefixCache()
+        self.loop.post(command)
+        return command.reply.result()
 
     @property
     def closed(self) -> bool:
         return self.loop.closed
 
-    def next_seq_id(self) -> int:
-        return next(self._seq_ids)
+    def next_id(self) -> int:
+        """A fresh id for a branch handle or an owner (unique in this engine)."""
+        return next(self._ids)
 
     def close(self) -> None:
         self.loop.close()
@@ -209,46 +230,28 @@ class Engine:
     async def agenerate(
         self, prompt: Prompt, params: SamplingParams | None = None, request_id: str | None = None
     ) -> RequestOutput:
-        params = params or SamplingParams()
+        """One request, awaited whole. Cancelling the await aborts it and frees its blocks."""
+        params = self._check_params(params)
         request_id = request_id or f"req-{next(self._request_ids)}"
-        async with self.search(params, seed=params.seed) as ctx:
-            root = ctx.root(prompt)
-            prompt_ids = ctx.tokens(root)
-            branches = await ctx.extend([root] * params.n, release_inputs=True)
-            outputs = [self._completion(ctx, i, b, params) for i, b in enumerate(branches)]
-            stats = ctx.stats
-        return RequestOutput(
-            request_id=request_id,
-            prompt=prompt if isinstance(prompt, str) else None,
-            prompt_token_ids=prompt_ids,
-            outputs=outputs,
-            num_cached_tokens=stats.cached_prompt_tokens,
-            metrics=stats.as_dict(),
-        )
+        return await requests.generate_one(self, prompt, params, request_id)
 
-    def _completion(self, ctx: EngineContext, index: int, branch, params) -> CompletionOutput:
-        token_ids = ctx.tokens(branch)[branch.prompt_length :]
-        text = self.decode(token_ids)
-        stop_reason = ctx.stop_reason(branch)
-        if isinstance(stop_reason, str) and not params.include_stop_str_in_output:
-            text = text[: text.rfind(stop_reason)] if stop_reason in text else text
-        logprobs = None
-        if params.logprobs is not None:
-            logprobs = []
-            for tok, lp, top in zip(
-                token_ids,
-                ctx.logprobs(branch),
-                ctx.top_logprobs(branch) or [{}] * len(token_ids),
-                strict=False,
-            ):
-                ranks = {t: r + 1 for r, t in enumerate(top)}
-                entry = {t: Logprob(v, ranks[t], self.decode([t])) for t, v in top.items()}
-                entry[tok] = Logprob(lp, ranks.get(tok), self.decode([tok]))
-                logprobs.append(entry)
-        reason = "stop" if branch.finish_reason in ("eos", "stop") else "length"
-        return CompletionOutput(
-            index, text, token_ids, branch.cumulative_logprob, logprobs, reason, stop_reason
-        )
+    def stream(
+        self, prompt: Prompt, params: SamplingParams | None = None, request_id: str | None = None
+    ) -> AsyncIterator[RequestOutput]:
+        """One request, streamed: `async for out in engine.stream(...)` yields RequestOutputs
+        in delta mode (new tokens and text per completion; `finished` on the last). Leaving
+        the loop early aborts the request and frees its blocks (torch_backend/requests.py)."""
+        params = self._check_params(params)
+        request_id = request_id or f"req-{next(self._request_ids)}"
+        return requests.stream(self, prompt, params, request_id)
+
+    @staticmethod
+    def _check_params(params) -> SamplingParams:
+        if params is None:
+            return SamplingParams()
+        if not isinstance(params, SamplingParams):
+            raise ValueError(f"params must be a SamplingParams, got {type(params).__name__}")
+        return params
 
     def _eos_ids(self, config: dict) -> frozenset[int]:
         """EOS ids from config.json, generation_config.json and the tokenizer, merged."""

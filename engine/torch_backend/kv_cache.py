@@ -10,7 +10,8 @@ lists of block ids, one per sequence or branch); this module only counts referen
   itself is the model runner's job: it gets the (src, dst) pairs);
 - `free` drops references; a block at ref count 0 joins the tail of the free queue and keeps its
   hash, so it stays a cache hit until it is evicted from the head (least recently freed first);
-- `commit` hashes blocks once they are full and computed.
+- `commit` hashes blocks once they are full and computed (incrementally: the caller keeps
+  the count of blocks already hashed).
 
 It knows nothing of tensors or scheduling policy. Not thread-safe: the engine loop's thread is
 its only caller.
@@ -122,18 +123,26 @@ class BlockManager:
     def _blocks_needed(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)
 
+    def _allocation_need(self, token_ids: Sequence[int], hits: list[int]) -> int:
+        """Free-queue blocks an allocation with these prefix hits would take."""
+        fresh = self._blocks_needed(len(token_ids)) - len(hits)
+        revived = sum(1 for b in hits if self._refs[b] == 0)  # hits taken from the free queue
+        return fresh + revived
+
     def can_allocate(self, token_ids: Sequence[int]) -> bool:
         if not token_ids:
             raise ValueError("cannot allocate blocks for an empty sequence")
         hits = self._prefix_hits(token_ids)
-        fresh = self._blocks_needed(len(token_ids)) - len(hits)
-        revived = sum(1 for b in hits if self._refs[b] == 0)  # hits taken from the free queue
-        return fresh + revived <= len(self._free)
+        return self._allocation_need(token_ids, hits) <= len(self._free)
 
     def allocate(self, token_ids: Sequence[int]) -> Allocation | None:
-        if not self.can_allocate(token_ids):
-            return None
+        """A new table for `token_ids` (prefix hits shared), or None if the pool cannot hold
+        it. The prompt is hashed once."""
+        if not token_ids:
+            raise ValueError("cannot allocate blocks for an empty sequence")
         hits = self._prefix_hits(token_ids)
+        if self._allocation_need(token_ids, hits) > len(self._free):
+            return None
         for b in hits:
             if self._refs[b] == 0:
                 del self._free[b]
@@ -189,29 +198,30 @@ class BlockManager:
             block_table.append(self._take())
         return copies
 
-    def _check_held(self, block_table: Sequence[int], verb: str) -> None:
-        """Validate a whole table before touching any count, so a bad call changes nothing."""
-        drops: dict[int, int] = {}
+    def _check_ids(self, block_table: Sequence[int]) -> None:
         for b in block_table:
             if not 0 <= b < self.num_blocks:
-                raise RuntimeError(
-                    f"{verb} of block id {b}, outside the pool [0, {self.num_blocks})"
-                )
-            drops[b] = drops.get(b, 0) + 1
-            held = self._refs[b] if verb == "fork" else self._refs[b] - drops[b] + 1
-            if held <= 0 and verb == "free":
-                raise RuntimeError(f"double free of block {b}: its ref count is already 0")
-            if held <= 0:
-                raise RuntimeError(f"fork of block {b}, which nobody holds (ref count 0)")
+                raise RuntimeError(f"block id {b} is outside the pool [0, {self.num_blocks})")
 
     def fork(self, block_table: Sequence[int]) -> list[int]:
-        self._check_held(block_table, "fork")
+        """Share a whole table: every block's ref count +1. Validated first, so a bad table
+        changes nothing."""
+        self._check_ids(block_table)
+        for b in block_table:
+            if self._refs[b] <= 0:
+                raise RuntimeError(f"fork of block {b}, which nobody holds (ref count 0)")
         for b in block_table:
             self._refs[b] += 1
         return list(block_table)
 
     def free(self, block_table: Sequence[int]) -> None:
-        self._check_held(block_table, "free")
+        """Drop one reference per entry. Validated first, so a double free changes nothing."""
+        self._check_ids(block_table)
+        drops: dict[int, int] = {}
+        for b in block_table:
+            drops[b] = drops.get(b, 0) + 1
+            if self._refs[b] < drops[b]:
+                raise RuntimeError(f"double free of block {b}: its ref count is already 0")
         # Last block first, so a sequence's tail is evicted before its (more shareable) prefix.
         for b in reversed(block_table):
             self._refs[b] -= 1
@@ -219,13 +229,19 @@ class BlockManager:
                 self._free[b] = None
 
     def commit(
-        self, block_table: Sequence[int], token_ids: Sequence[int], num_computed: int
-    ) -> None:
-        """Hash every full, computed block of the table that is not hashed yet."""
+        self,
+        block_table: Sequence[int],
+        token_ids: Sequence[int],
+        num_computed: int,
+        first: int = 0,
+    ) -> int:
+        """Hash the full, computed blocks of the table from index `first` on (the blocks before
+        it are hashed already); return the new count of leading hashed blocks. A caller that
+        keeps that count pays O(new blocks) per step, not O(length)."""
         bs = self.block_size
         full = min(num_computed, len(token_ids)) // bs
-        parent = None
-        for i in range(full):
+        parent = self._hash[block_table[first - 1]] if first > 0 else None
+        for i in range(first, full):
             block = block_table[i]
             h = self._hash[block]
             if h is None:
@@ -233,7 +249,7 @@ class BlockManager:
                 h = self._chain(parent, chunk)
                 owner = self._by_hash.get(h)
                 if owner is not None and self._tokens[owner] != chunk:
-                    return  # a true hash collision: keep the map as it is
+                    return i  # a true hash collision: keep the map as it is
                 # A duplicate of a registered block keeps its hash (so it is never hashed
                 # again) but is not registered: lookups find the owner.
                 self._hash[block] = h
@@ -241,3 +257,4 @@ class BlockManager:
                 if owner is None:
                     self._by_hash[h] = block
             parent = h
+        return max(first, full)

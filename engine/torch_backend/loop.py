@@ -1,26 +1,32 @@
 """EngineLoop: a background thread that owns the EngineCore and serves every caller.
 
-Callers never touch the core. They post commands (plain callables) to a FIFO inbox and get a
-`concurrent.futures.Future` back; async callers wrap it with `asyncio.wrap_future`, so many
-searches and server requests, in any number of event loops or threads, share one scheduler and
-one forward pass per step. Commands run in order on the loop thread, between steps, so a fork
-posted before a release is applied before it.
+Callers never touch the core. They post typed commands (engine/torch_backend/commands.py) to a
+FIFO inbox; replies come back in `concurrent.futures.Future`s created already running, so async
+callers can `asyncio.wrap_future` them and cancel their await at any moment without the loop's
+`set_result` failing. Many searches and server requests, in any number of event loops or
+threads, share one scheduler and one forward pass per step. Commands run in order on the loop
+thread, between steps, so a fork posted before a release is applied before it.
 
-An exception inside a step is a bug, not bad input: every in-flight sequence is failed with it
-(their futures raise) and aborted so no KV block leaks, and the loop keeps serving.
+The loop thread never dies from a caller's action: a command that raises fails its own reply
+(or is dropped), and an exception inside a step (a bug, not bad input: input is validated at
+submission) fails every in-flight draw and frees its blocks, and the loop keeps serving. At
+interpreter exit an open loop is closed (atexit), so abandoned work cannot abort the process.
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
 import queue
 import threading
-from collections.abc import Callable
-from concurrent.futures import Future
-from typing import Any
 
 import torch
-from ponder.engine.torch_backend.core import EngineCore
-from ponder.engine.torch_backend.sequence import Sequence
+from ponder.engine.torch_backend import commands as cmd
+from ponder.engine.torch_backend.core import CoreSnapshot, EngineCore
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
 
 
 class EngineLoop:
@@ -31,11 +37,12 @@ class EngineLoop:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self.core = core
         self.threads = threads
-        self._inbox: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._pending: dict[int, tuple[Sequence, Future]] = {}
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
+        self._last = core.snapshot()  # refreshed by every query and at shutdown
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+        atexit.register(self.close)
 
     # ------------------------------------------------------------------ caller side
 
@@ -43,52 +50,35 @@ class EngineLoop:
     def closed(self) -> bool:
         return self._closed
 
-    def call(self, fn: Callable[[], Any]) -> Future:
-        """Run `fn` on the loop thread between steps; its result or error lands in the future."""
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def post(self, command: cmd.Command) -> None:
+        """Queue a command (never blocks; safe from __del__: SimpleQueue.put is reentrant)."""
         if self._closed:
             raise RuntimeError("the engine is closed; create a new Engine")
-        future: Future = Future()
-
-        def command() -> None:
-            if not future.set_running_or_notify_cancel():
-                return
-            try:
-                future.set_result(fn())
-            except BaseException as exc:  # delivered to the caller, not swallowed
-                future.set_exception(exc)
-
         self._inbox.put(command)
-        return future
 
-    def submit(
-        self, seqs: list[Sequence], prepare: Callable[[], None] | None = None
-    ) -> list[Future]:
-        """Schedule sequences (after running `prepare` on the loop thread); one future each,
-        resolved with the finished Sequence."""
-        if self._closed:
-            raise RuntimeError("the engine is closed; create a new Engine")
-        futures = [Future() for _ in seqs]
-
-        def command() -> None:
-            try:
-                if prepare is not None:
-                    prepare()
-            except BaseException as exc:
-                for f in futures:
-                    f.set_exception(exc)
-                return
-            for seq, f in zip(seqs, futures, strict=True):
-                self._pending[seq.seq_id] = (seq, f)
-                self.core.add(seq)
-
-        self._inbox.put(command)
-        return futures
+    def snapshot(self, timeout: float = 30.0) -> CoreSnapshot:
+        """The core's state after every command posted before; the last published snapshot
+        if the loop is closed or does not answer within `timeout` (never hangs)."""
+        if self._closed or not self.alive:
+            return self._last
+        query = cmd.Snapshot()
+        self._inbox.put(query)
+        try:
+            self._last = query.reply.result(timeout)
+            return self._last
+        except TimeoutError:
+            return self._last
 
     def close(self, timeout: float = 10.0) -> None:
         if self._closed:
             return
         self._closed = True
-        self._inbox.put(None)
+        atexit.unregister(self.close)
+        self._inbox.put(_STOP)
         self._thread.join(timeout)
 
     # ------------------------------------------------------------------ loop thread
@@ -100,35 +90,33 @@ class EngineLoop:
             # Block only when there is nothing to compute; otherwise drain what arrived.
             try:
                 command = self._inbox.get(block=not self.core.has_work)
-            except queue.Empty:
-                command = ...
-            while command is not ...:
-                if command is None:
-                    self._shutdown()
-                    return
-                command()
-                try:
+                while True:
+                    if command is _STOP:
+                        self._shutdown()
+                        return
+                    self._execute(command)
                     command = self._inbox.get_nowait()
-                except queue.Empty:
-                    command = ...
+            except queue.Empty:
+                pass
             if self.core.has_work:
                 self._step()
 
+    def _execute(self, command: cmd.Command) -> None:
+        try:
+            self.core.execute(command)
+        except Exception as exc:  # a broken invariant: report it, keep serving
+            log.exception("engine command %r failed", type(command).__name__)
+            cmd.resolve(getattr(command, "reply", None), error=exc)
+            for draw in getattr(command, "draws", ()):
+                cmd.resolve(draw.reply, error=exc)
+
     def _step(self) -> None:
         try:
-            finished = self.core.step()
+            self.core.step()
         except Exception as exc:  # a bug in a step: fail what is in flight, keep serving
-            self._fail_all(exc)
-            return
-        for seq in finished:
-            _, future = self._pending.pop(seq.seq_id)
-            future.set_result(seq)
-
-    def _fail_all(self, exc: Exception) -> None:
-        for seq, future in self._pending.values():
-            self.core.abort(seq)
-            future.set_exception(exc)
-        self._pending.clear()
+            log.exception("engine step failed; failing every request in flight")
+            self.core.fail_all(exc)
 
     def _shutdown(self) -> None:
-        self._fail_all(RuntimeError("the engine was closed while this request was running"))
+        self.core.fail_all(RuntimeError("the engine was closed while this request was running"))
+        self._last = self.core.snapshot()

@@ -288,10 +288,12 @@ class CausalLM(nn.Module):
     @torch.no_grad()
     def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
         """Copy a Hugging Face state dict (e.g. a training model's `state_dict()`) into this
-        model in place; every parameter must be covered, shapes must match."""
-        for name, param in self.named_parameters():
-            _, value = self._checkpoint_tensor(name, weights, param.shape)
-            param.copy_(value)
+        model in place; every parameter must be covered, shapes must match. All or nothing:
+        every tensor is found and checked before the first parameter changes."""
+        params = dict(self.named_parameters())
+        values = {n: self._checkpoint_tensor(n, weights, p.shape)[1] for n, p in params.items()}
+        for name, value in values.items():
+            params[name].copy_(value)
 
     def forward(
         self,

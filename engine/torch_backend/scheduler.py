@@ -1,23 +1,32 @@
-"""Scheduler: continuous batching over every live sequence, with preemption by recompute.
+"""Scheduler: continuous batching over every live sequence, fair across owners.
 
 `schedule()` picks the work of one forward pass: every running sequence first (a decode token,
-or the next chunk of a long prefill), then waiting sequences while the token budget and the KV
-pool allow. Mixed prefill and decode share the pass, since attention is ragged. When the pool
-runs dry, the most recently started sequence is preempted: its blocks are freed (full blocks
-keep their hash, so its recompute mostly hits the prefix cache) and it goes back to the front
-of the queue. A sequence that cannot fit even in an otherwise idle pool fails with an error
-instead of waiting forever.
+or the next chunk of a long prefill), then waiting sequences while seats (`max_num_seqs`), the
+token budget and the KV pool allow. Mixed prefill and decode share the pass, since attention is
+ragged.
 
-`postprocess()` advances computed counts, commits full blocks to the prefix cache, appends the
-sampled tokens and applies stop rules. It never frees a finished sequence's blocks: the engine
-decides whether they become a branch or go back to the pool.
+The policy, across owners (an owner is one search or one request):
+- admission: the next seat goes to the waiting sequence whose owner has the fewest running
+  sequences (ties: arrival order). A one-sequence request is therefore admitted at the first
+  free seat even behind a 64-wide search, instead of after all 64 of its sequences;
+- preemption: when the pool runs dry, the victim is the newest running sequence of the owner
+  with the most running sequences. Its blocks are freed (full blocks keep their hash, so its
+  recompute mostly hits the prefix cache) and it goes back to the front of the queue;
+- a waiting sequence that does not fit while nothing runs first takes the blocks of other
+  waiting sequences (they recompute); if that is not enough it is returned as `stuck`, and the
+  core decides whether it waits for other owners to release branches or fails.
+
+`postprocess()` advances computed counts, commits newly full blocks to the prefix cache (each
+sequence remembers how many are hashed), appends sampled tokens and applies stop rules. It never
+frees a finished sequence's blocks: the core decides whether they become a branch or go back.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ponder.engine.torch_backend.kv_cache import BlockManager
 from ponder.engine.torch_backend.model_runner import ForwardInput
@@ -31,7 +40,6 @@ class ScheduledBatch:
     inputs: list[ForwardInput]
     copies: list[tuple[int, int]]  # copy-on-write (src, dst) block pairs to apply first
     sample_rows: list[int]  # indices into seqs of the sequences that sample after the pass
-    sample_only: list[Sequence]  # forks of a prefilled branch: sample from their first_logits
 
     @property
     def num_tokens(self) -> int:
@@ -40,11 +48,25 @@ class ScheduledBatch:
     @property
     def samplers(self) -> list[Sequence]:
         """Every sequence that samples a token this step, in sampling order."""
-        return [self.seqs[i] for i in self.sample_rows] + self.sample_only
+        return [self.seqs[i] for i in self.sample_rows]
+
+
+@dataclass(slots=True)
+class Plan:
+    budget: int
+    picked: list[tuple[Sequence, int]] = field(default_factory=list)
+    copies: list[tuple[int, int]] = field(default_factory=list)
 
 
 class Scheduler:
-    def __init__(self, blocks: BlockManager, *, max_num_seqs: int, max_num_batched_tokens: int):
+    def __init__(
+        self,
+        blocks: BlockManager,
+        *,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        max_model_len: int | None = None,
+    ):
         if max_num_seqs < 1 or max_num_batched_tokens < 1:
             raise ValueError(
                 f"max_num_seqs ({max_num_seqs}) and max_num_batched_tokens "
@@ -53,7 +75,8 @@ class Scheduler:
         self.blocks = blocks
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
-        self.waiting: deque[Sequence] = deque()
+        self.max_model_len = max_model_len
+        self.waiting: list[Sequence] = []
         self.running: list[Sequence] = []
         self.num_preemptions = 0
 
@@ -77,62 +100,64 @@ class Scheduler:
 
     # ------------------------------------------------------------------ schedule
 
-    def schedule(self) -> tuple[ScheduledBatch | None, list[Sequence]]:
-        """The next batch (None when idle) and the sequences that failed to fit at all."""
-        budget = self.max_num_batched_tokens
-        picked: list[tuple[Sequence, int]] = []
-        copies: list[tuple[int, int]] = []
+    def schedule(self) -> tuple[ScheduledBatch | None, Sequence | None]:
+        """The next batch (None when there is nothing to run) and the waiting sequence that
+        cannot fit even though nothing else runs (None when there is none)."""
+        plan = Plan(self.max_num_batched_tokens)
+        self._schedule_running(plan)
+        stuck = self._admit_waiting(plan)
+        if not plan.picked:
+            return None, stuck
+        return self._batch(plan), None
 
-        # 1. Running sequences: one decode token each, or the next prefill chunk.
+    def _schedule_running(self, plan: Plan) -> None:
+        """1. Running sequences: one decode token each, or the next prefill chunk."""
         i = 0
-        while i < len(self.running) and budget > 0:
+        while i < len(self.running) and plan.budget > 0:
             seq = self.running[i]
-            q = min(seq.num_uncomputed, budget)
+            q = min(seq.num_uncomputed, plan.budget)
             made = self.blocks.append_slots(seq.block_table, seq.num_computed, q)
             if made is None:
-                victim = self.running[-1]
-                self._preempt(victim)
-                if victim is seq:
-                    break
+                # Only a sequence not yet picked for this pass can give its blocks back; if
+                # the victim is `seq` itself, running[i] is now the next one.
+                self._preempt(self._victim(self.running[i:]))
                 continue
-            copies += made
-            picked.append((seq, q))
-            budget -= q
+            plan.copies += made
+            plan.picked.append((seq, q))
+            plan.budget -= q
             i += 1
 
-        # 2. Waiting sequences, in order, while they fit.
-        failed: list[Sequence] = []
-        sample_only: list[Sequence] = []
-        while self.waiting and len(self.running) < self.max_num_seqs:
-            seq = self.waiting[0]
-            if seq.samples_without_forward:  # needs neither tokens of budget nor slots yet
-                self.waiting.popleft()
-                seq.status = Status.RUNNING
-                self.running.append(seq)
-                sample_only.append(seq)
-                continue
-            if budget == 0:
-                break
-            if not self._reserve(seq, budget, copies):
-                if self.running or picked:
-                    break  # wait for running sequences to finish or be preempted
+    def _admit_waiting(self, plan: Plan) -> Sequence | None:
+        """2. Waiting sequences, fairest owner first, while they fit."""
+        while self.waiting and len(self.running) < self.max_num_seqs and plan.budget > 0:
+            seq = self._next_waiting()
+            if not self._reserve(seq, plan):
+                if self.running or plan.picked:
+                    return None  # wait for running sequences to finish or be preempted
                 if self._evict_waiting(seq):
-                    continue  # room was made: retry the same sequence
-                failed.append(self.waiting.popleft())
-                self._fail(failed[-1])
-                continue
-            self.waiting.popleft()
+                    continue  # room was made: retry
+                return seq
+            self.waiting.remove(seq)
             seq.status = Status.RUNNING
+            if seq.scheduled_at is None:
+                seq.scheduled_at = time.perf_counter()
             self.running.append(seq)
-            q = min(seq.num_uncomputed, budget)
-            picked.append((seq, q))
-            budget -= q
+            q = min(seq.num_uncomputed, plan.budget)
+            plan.picked.append((seq, q))
+            plan.budget -= q
+        return None
 
-        if not picked and not sample_only:
-            return None, failed
-        return self._batch(picked, copies, sample_only), failed
+    def _next_waiting(self) -> Sequence:
+        running = Counter(s.owner for s in self.running)
+        return min(self.waiting, key=lambda s: running[s.owner])  # min is stable: arrival order
 
-    def _reserve(self, seq: Sequence, budget: int, copies: list[tuple[int, int]]) -> bool:
+    def _victim(self, candidates: list[Sequence]) -> Sequence:
+        """The newest candidate of the owner with the most running sequences."""
+        running = Counter(s.owner for s in self.running)
+        widest = max(running[s.owner] for s in candidates)
+        return next(s for s in reversed(candidates) if running[s.owner] == widest)
+
+    def _reserve(self, seq: Sequence, plan: Plan) -> bool:
         """Give a waiting sequence its blocks (prefix-cache lookup for a fresh one)."""
         if not seq.block_table:
             allocation = self.blocks.allocate(seq.token_ids)
@@ -140,18 +165,19 @@ class Scheduler:
                 return False
             seq.block_table = list(allocation.block_ids)
             seq.num_computed = allocation.num_cached_tokens
+            seq.num_hashed_blocks = allocation.num_cached_tokens // self.blocks.block_size
             seq.cached_tokens += allocation.num_cached_tokens
             return True
-        q = min(seq.num_uncomputed, budget)
+        q = min(seq.num_uncomputed, plan.budget)
         made = self.blocks.append_slots(seq.block_table, seq.num_computed, q)
         if made is None:
             return False
-        copies += made
+        plan.copies += made
         return True
 
-    def _batch(self, picked: list[tuple[Sequence, int]], copies, sample_only) -> ScheduledBatch:
+    def _batch(self, plan: Plan) -> ScheduledBatch:
         seqs, inputs, sample_rows = [], [], []
-        for row, (seq, q) in enumerate(picked):
+        for row, (seq, q) in enumerate(plan.picked):
             start = seq.num_computed
             # Context tokens computed again (beyond the pending last token) count as recompute.
             seq.recomputed_tokens += max(0, min(start + q, seq.start_len - 1) - max(start, 0))
@@ -163,87 +189,79 @@ class Scheduler:
                 )
             )
             seqs.append(seq)
-            if start + q == len(seq.token_ids) and not seq.is_prefill_job:
+            if start + q == len(seq.token_ids) and not seq.is_prefill:
                 sample_rows.append(row)
-        return ScheduledBatch(seqs, inputs, list(copies), sample_rows, sample_only)
+        return ScheduledBatch(seqs, inputs, list(plan.copies), sample_rows)
 
     def _evict_waiting(self, keep: Sequence) -> bool:
         """Nothing runs and `keep` does not fit: drop the blocks another waiting sequence holds
         (it will recompute, mostly from the prefix cache). False if there is none to drop."""
-        for seq in reversed(self.waiting):
-            if seq is not keep and seq.block_table:
-                self._free(seq)
-                seq.num_computed = 0
-                seq.first_logits = None
-                self.num_preemptions += 1
-                return True
-        if keep.block_table:  # its own shared blocks are not enough: recompute from scratch
-            self._free(keep)
-            keep.num_computed = 0
-            keep.first_logits = None
-            self.num_preemptions += 1
-            return True
-        return False
+        others = [s for s in reversed(self.waiting) if s is not keep and s.block_table]
+        victim = others[0] if others else keep if keep.block_table else None
+        if victim is None:
+            return False
+        self._free(victim)
+        self.num_preemptions += 1
+        return True
 
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
         self._free(seq)
-        seq.num_computed = 0
-        seq.first_logits = None
         seq.status = Status.WAITING
-        self.waiting.appendleft(seq)
+        self.waiting.insert(0, seq)
         self.num_preemptions += 1
 
     def _free(self, seq: Sequence) -> None:
-        if seq.block_table:
-            self.blocks.free(seq.block_table)
-            seq.block_table = []
-
-    def _fail(self, seq: Sequence) -> None:
-        stats = self.blocks.stats
-        seq.status = Status.FINISHED
-        seq.finish_reason = "error"
-        seq.error = (
-            f"the KV pool cannot hold this sequence ({len(seq.token_ids)} tokens): "
-            f"{stats.used} of {stats.total} blocks are pinned by live branches or requests; "
-            "release branches or start the engine with more KV blocks"
-        )
-        self._free(seq)
+        table = seq.forget_kv()
+        if table:
+            self.blocks.free(table)
 
     # ------------------------------------------------------------------ postprocess
 
     def postprocess(
         self,
         batch: ScheduledBatch,
-        logits,
         sampled: SampleOutput | None,
         decode: Callable[[list[int]], str],
     ) -> list[Sequence]:
-        """Apply one pass's results (logits: (len(batch.seqs), V)); return what finished."""
+        """Apply one pass's results; return what finished (prefills included)."""
         finished = []
-        for row, (seq, fwd) in enumerate(zip(batch.seqs, batch.inputs, strict=True)):
+        for seq, fwd in zip(batch.seqs, batch.inputs, strict=True):
             seq.num_computed += len(fwd.token_ids)
-            self.blocks.commit(seq.block_table, seq.token_ids, seq.num_computed)
-            if seq.is_prefill_job and seq.num_computed == len(seq.token_ids):
-                seq.last_logits = logits[row].clone()  # (V,) shared by every fork
-                seq.finish_reason = "prefilled"
+            seq.num_hashed_blocks = self.blocks.commit(
+                seq.block_table, seq.token_ids, seq.num_computed, seq.num_hashed_blocks
+            )
+            if seq.is_prefill and seq.num_computed == len(seq.token_ids):
+                seq.finish_reason = "length"
                 finished.append(seq)
         for k, seq in enumerate(batch.samplers):
-            seq.first_logits = None
-            seq.token_ids.append(sampled.token_ids[k])
-            seq.logprobs.append(sampled.logprobs[k])
-            if seq.num_top_logprobs:
-                pairs = zip(
-                    sampled.top_ids[k][: seq.num_top_logprobs],
-                    sampled.top_logprobs[k][: seq.num_top_logprobs],
-                    strict=True,
-                )
-                seq.top_logprobs.append(dict(pairs))
+            self._append(seq, sampled, k)
             verdict = seq.stop.check(seq.new_token_ids, decode)
             if verdict is not None:
-                seq.finish_reason, seq.stop_reason = verdict
+                seq.finish_reason, seq.stop_reason = self._reason(seq, *verdict), verdict[1]
                 finished.append(seq)
         for seq in finished:
             seq.status = Status.FINISHED
             self.running.remove(seq)
         return finished
+
+    def _append(self, seq: Sequence, sampled: SampleOutput, k: int) -> None:
+        seq.token_ids.append(sampled.token_ids[k])
+        seq.logprobs.append(sampled.logprobs[k])
+        if seq.num_top_logprobs:
+            pairs = zip(
+                sampled.top_ids[k][: seq.num_top_logprobs],
+                sampled.top_logprobs[k][: seq.num_top_logprobs],
+                strict=True,
+            )
+            seq.top_logprobs.append(dict(pairs))
+
+    def _reason(self, seq: Sequence, reason: str, stop_reason: int | str | None) -> str:
+        """StopRule's (reason, stop_reason) in the protocol vocabulary: EOS is "eos", and a
+        length stop at the model's context limit is "max_model_len"."""
+        if reason == "stop" and stop_reason is None:
+            return "eos"
+        limit = self.max_model_len
+        if reason == "length" and limit is not None and len(seq.token_ids) >= limit:
+            return "max_model_len"
+        return reason

@@ -1,13 +1,13 @@
 """Sequence: one unit of scheduled work, and the stop rule that ends it.
 
 A Sequence is a token list with a block table, a count of tokens whose KV is computed, and a
-budget of new tokens to sample. `max_new_tokens == 0` makes it a prefill job: compute the KV of
-all its tokens, keep the logits of the last position, and stop (how a search root is prefilled
-once before its branches fork). A sequence started with `first_logits` (a fork of a prefilled
-branch) samples its first token from them without a forward pass, so n continuations of a
-prompt share every prompt block. Tokens from index `num_computed` on have no KV yet; while
-decoding that is exactly the last sampled token. Sequences are mutable and owned by the
-scheduler while they run; nothing outside the engine sees them (strategies see Branches).
+budget of new tokens to sample. `max_new_tokens == 0` makes it a prefill: compute the KV of all
+its tokens and sample nothing (how a search root shared by several continuations is computed
+once; engine/torch_backend/handles.py). Tokens from index `num_computed` on have no KV yet;
+while decoding that is exactly the last sampled token. Sequences are mutable and owned by the
+engine core while they run; nothing outside the engine sees them (strategies see Branches).
+
+Finish reasons use the protocol's vocabulary (ponder.engine.protocol.FINISH_REASONS).
 """
 
 from __future__ import annotations
@@ -65,8 +65,9 @@ class Sequence:
     num_computed: int = 0
     block_table: list[int] = field(default_factory=list)
     num_top_logprobs: int = 0
-    first_logits: torch.Tensor | None = None  # (V,) logits to sample the first token from
-    last_logits: torch.Tensor | None = None  # (V,) set on a prefill job when it finishes
+    owner: int = 0  # the search or request it belongs to (fair scheduling, accounting)
+    child: int = -1  # the handle id its result becomes (-1: a prefill)
+    num_hashed_blocks: int = 0  # leading blocks of the table already in the prefix cache
     status: Status = Status.WAITING
     finish_reason: str | None = None
     stop_reason: int | str | None = None
@@ -77,6 +78,8 @@ class Sequence:
     # before this sequence started, other than the pending last one) computed by a forward.
     cached_tokens: int = 0
     recomputed_tokens: int = 0
+    computes_prompt: bool = False  # its first pass over the prompt is compute, not recompute
+    scheduled_at: float | None = None  # perf_counter() when first given a seat
     start_len: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -97,13 +100,17 @@ class Sequence:
         return len(self.token_ids) - self.num_computed
 
     @property
-    def samples_without_forward(self) -> bool:
-        return self.first_logits is not None and self.num_uncomputed == 0
-
-    @property
-    def is_prefill_job(self) -> bool:
+    def is_prefill(self) -> bool:
         return self.stop.max_new_tokens == 0
 
     @property
     def finished(self) -> bool:
         return self.status is Status.FINISHED
+
+    def forget_kv(self) -> list[int]:
+        """Drop the KV (preemption or eviction): it will be recomputed, mostly from the prefix
+        cache. Returns the table for the caller to free."""
+        table, self.block_table = self.block_table, []
+        self.num_computed = 0
+        self.num_hashed_blocks = 0
+        return table

@@ -1,0 +1,156 @@
+"""Handles: the engine core's table of live branches, the one owner of their KV blocks.
+
+A handle is what a Branch names inside the engine: its token ids, its block table and how many
+of its tokens have KV. Each handle belongs to an owner (a search context or a request), so
+closing an owner, or losing it to the garbage collector, releases exactly what it held. The
+leak check of the whole engine is "no live handles and no block in use".
+
+A root has no KV. When more than one sequence will read a root's prompt (it is forked, or
+extended more than once), the core computes it once with a prefill sequence; the root and every
+handle forked from it meanwhile are the prefill's `members`, and draws that arrive meanwhile are
+`parked` on it. When the prefill finishes, each live member and each parked draw forks its table
+and the prefill's own reference is dropped: ref counts in the block manager are the only count.
+
+Only the engine loop's thread touches this module (through EngineCore); it is not thread-safe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ponder.engine.torch_backend.commands import Draw, Sink
+from ponder.engine.torch_backend.kv_cache import BlockManager
+from ponder.engine.torch_backend.sequence import Sequence
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A draw accepted by the core, with what it needs until it becomes a Sequence."""
+
+    owner: int
+    draw: Draw
+    sink: Sink | None
+    arrived_at: float  # perf_counter() when its Extend command ran
+    arrived_step: int  # the engine step count then
+
+
+@dataclass(slots=True)
+class Prefill:
+    """A root's prompt being computed once for every handle and draw that will read it."""
+
+    seq: Sequence  # computes token_ids[:-1]
+    token_ids: tuple[int, ...]  # the root's tokens
+    members: set[int] = field(default_factory=set)  # handles waiting for this KV
+    parked: list[Pending] = field(default_factory=list)
+
+    @property
+    def wanted(self) -> bool:
+        return bool(self.members or self.parked)
+
+
+@dataclass(slots=True)
+class Handle:
+    owner: int
+    token_ids: tuple[int, ...]
+    block_table: list[int] = field(default_factory=list)
+    num_computed: int = 0
+    num_hashed_blocks: int = 0
+    prefill: Prefill | None = None  # set while a prefill computes this handle's tokens
+
+    @property
+    def needs_prefill(self) -> bool:
+        """More than the last token lacks KV (a root, or a fork of one)."""
+        return self.num_computed < len(self.token_ids) - 1
+
+
+class HandleTable:
+    def __init__(self, blocks: BlockManager):
+        self.blocks = blocks
+        self._handles: dict[int, Handle] = {}
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+    def __contains__(self, handle_id: int) -> bool:
+        return handle_id in self._handles
+
+    def get(self, handle_id: int, owner: int) -> Handle:
+        handle = self._handles.get(handle_id)
+        if handle is None or handle.owner != owner:
+            raise ValueError(f"branch {handle_id} is unknown to this context or was released")
+        return handle
+
+    def owners_holding_blocks(self) -> set[int]:
+        return {h.owner for h in self._handles.values() if h.block_table}
+
+    def of_owner(self, owner: int) -> list[int]:
+        return [i for i, h in self._handles.items() if h.owner == owner]
+
+    def add(self, handle_id: int, handle: Handle) -> None:
+        if handle_id in self._handles:
+            raise RuntimeError(f"handle {handle_id} exists already (ids must be unique)")
+        self._handles[handle_id] = handle
+
+    def adopt(self, seq: Sequence) -> None:
+        """A finished sequence becomes handle `seq.child`, taking over its blocks."""
+        table, seq.block_table = seq.block_table, []
+        self.add(
+            seq.child,
+            Handle(seq.owner, tuple(seq.token_ids), table, seq.num_computed, seq.num_hashed_blocks),
+        )
+
+    def fork(self, source_id: int, handle_ids: tuple[int, ...], owner: int) -> None:
+        source = self.get(source_id, owner)
+        for handle_id in handle_ids:
+            kid = Handle(
+                owner,
+                source.token_ids,
+                self.blocks.fork(source.block_table),
+                source.num_computed,
+                source.num_hashed_blocks,
+                source.prefill,
+            )
+            if source.prefill is not None:
+                source.prefill.members.add(handle_id)
+            self.add(handle_id, kid)
+
+    def release(self, handle_id: int, owner: int) -> Prefill | None:
+        """Forget a handle (idempotent) and free its blocks; returns its prefill if that is now
+        wanted by nobody (the caller aborts it)."""
+        handle = self._handles.get(handle_id)
+        if handle is None or handle.owner != owner:
+            return None
+        del self._handles[handle_id]
+        if handle.block_table:
+            self.blocks.free(handle.block_table)
+        prefill = handle.prefill
+        if prefill is None:
+            return None
+        prefill.members.discard(handle_id)
+        return None if prefill.wanted else prefill
+
+    def take_table(self, handle_id: int) -> Handle:
+        """Remove a handle and hand its table to the caller (a draw that consumes it)."""
+        return self._handles.pop(handle_id)
+
+    def finish_prefill(self, prefill: Prefill) -> None:
+        """Give every live member the prefill's KV (the prefill keeps its own reference until
+        the caller has forked it to the parked draws and frees it)."""
+        seq = prefill.seq
+        for handle_id in prefill.members:
+            handle = self._handles.get(handle_id)
+            if handle is None or handle.prefill is not prefill:
+                continue
+            handle.block_table = self.blocks.fork(seq.block_table)
+            handle.num_computed = seq.num_computed
+            handle.num_hashed_blocks = seq.num_hashed_blocks
+            handle.prefill = None
+        prefill.members.clear()
+
+    def fail_prefill(self, prefill: Prefill) -> None:
+        """The prefill failed: its members stay roots, to be prefilled again by a later call."""
+        for handle_id in prefill.members:
+            handle = self._handles.get(handle_id)
+            if handle is not None and handle.prefill is prefill:
+                handle.prefill = None
+        prefill.members.clear()
