@@ -8,8 +8,6 @@ ones go out as SSE (streaming.py). A client that disconnects cancels its job. Th
 own the engine: whoever made it closes it.
 """
 
-from __future__ import annotations
-
 import asyncio
 import secrets
 import time
@@ -20,6 +18,8 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+# no `from __future__ import annotations`: FastAPI reads the auth dependency's annotation live
 from ponder.apps.serve.admission import Admission
 from ponder.apps.serve.body_limit import BodyLimit
 from ponder.apps.serve.config import ServerConfig
