@@ -54,9 +54,18 @@ def build_config(
 
 
 def run_server(app, host: str, port: int, *, grace_s: float = 10.0, log_level: str = "info"):
+    """Serve until SIGTERM/SIGINT, shut down gracefully, and return (the caller closes the
+    engine, and the process exits 0)."""
     import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            super().handle_exit(sig, frame)
+            # uvicorn re-raises a captured signal once it has shut down, which would kill the
+            # process before the engine closes; forget it so run() returns normally.
+            self._captured_signals.clear()
 
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=grace_s
     )
-    uvicorn.Server(config).run()
+    Server(config).run()
