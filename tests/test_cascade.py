@@ -39,8 +39,8 @@ def test_cascade_matches_dense(bs, groups):
     torch.manual_seed(bs)
     ctx, tables, used = make_batch(bs, *groups, own_lens=[1, 5, 17, 40])
     hq, hkv, d = 4, 2, 8
-    k_cache = torch.randn(used + 1, bs, hkv, d)
-    v_cache = torch.randn(used + 1, bs, hkv, d)
+    k_cache = torch.randn(hkv, used + 1, bs, d)
+    v_cache = torch.randn(hkv, used + 1, bs, d)
     batch = len(ctx)
     q, k, v = torch.randn(batch, hq, d), torch.randn(batch, hkv, d), torch.randn(batch, hkv, d)
     dense_meta = build_metadata([1] * batch, ctx, tables, bs, torch.device("cpu"))
@@ -63,4 +63,4 @@ def test_plan_groups_by_shared_blocks():
     assert meta.member_index.tolist() == [0, 1, 2, 3, 4, 3]  # second group padded
     assert meta.member_slot.tolist() == [0, 1, 2, 3, 4]
     # each row sees exactly its group's shared tokens
-    assert (~meta.shared_mask[:, 0, 0]).sum(-1).tolist() == [8, 8, 8, 12, 12]
+    assert (~meta.shared_mask[0, :, 0]).sum(-1).tolist() == [8, 8, 8, 12, 12]

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from ponder.engine.torch_backend.attention import write_slots
 
 
 class Workspace:
@@ -54,12 +55,12 @@ class Workspace:
 class DecodeMetadata:
     slot_mapping: torch.Tensor  # (B,) int64: slot of each row's new token
     own_tables: torch.Tensor  # (B, S_blocks) int64: blocks after the shared run, 0-padded
-    own_mask: torch.Tensor  # (B, 1, 1, S_blocks * bs) bool: key hidden (padding)
+    own_mask: torch.Tensor  # (1, B, 1, S_blocks * bs) bool: key hidden (padding)
     shared_tables: torch.Tensor | None  # (G, P_blocks) int64, 0-padded; None: nothing shared
-    shared_mask: torch.Tensor | None  # (B, 1, 1, P_blocks * bs) bool: shared key hidden
+    shared_mask: torch.Tensor | None  # (1, B, 1, P_blocks * bs) bool: shared key hidden
     member_index: torch.Tensor | None  # (G * M,) int64: row of each group member, 0-padded
     member_slot: torch.Tensor | None  # (B,) int64: where each row sits in (G * M) order
-    ungrouped: torch.Tensor | None  # (B, 1, 1, 1) bool: row shares nothing; None if none such
+    ungrouped: torch.Tensor | None  # (1, B, 1, 1) bool: row shares nothing; None if none such
     group_size: int  # M, members per group after padding
     workspace: Workspace  # the runner's persistent gather buffers
 
@@ -115,7 +116,7 @@ def plan_decode(
     return DecodeMetadata(
         slot_mapping=slots.to(device),
         own_tables=own_t.to(device),
-        own_mask=own_mask[:, None, None, :].to(device),
+        own_mask=own_mask[None, :, None, :].to(device),
         shared_tables=to(shared[0]) if shared else None,
         shared_mask=to(shared[1]) if shared else None,
         member_index=to(shared[2]) if shared else None,
@@ -129,11 +130,11 @@ def plan_decode(
 def _ungrouped(shared_per_row: list[int]) -> torch.Tensor | None:
     if all(shared_per_row):
         return None
-    return torch.tensor([n == 0 for n in shared_per_row])[:, None, None, None]  # (B, 1, 1, 1)
+    return torch.tensor([n == 0 for n in shared_per_row])[None, :, None, None]  # (1, B, 1, 1)
 
 
 def _shared_tensors(tables, groups, shared_per_row, block_size):
-    """(G, P_blocks) tables, (B, 1, 1, P) hidden keys, (G * M,) member rows, (B,) member slots."""
+    """(G, P_blocks) tables, (1, B, 1, P) hidden keys, (G * M,) member rows, (B,) member slots."""
     size = max(len(rows) for rows, _ in groups)
     blocks = max(n for _, n in groups)
     shared_tables, members = [], []
@@ -147,20 +148,20 @@ def _shared_tensors(tables, groups, shared_per_row, block_size):
     hidden = keys >= torch.tensor(shared_per_row)[:, None] * block_size  # (B, P)
     return (
         torch.tensor(shared_tables, dtype=torch.long),
-        hidden[:, None, None, :],
+        hidden[None, :, None, :],  # (1, B, 1, P)
         torch.tensor(members, dtype=torch.long),
         torch.tensor(slot, dtype=torch.long),
     )
 
 
 def _gather(cache: torch.Tensor, tables: torch.Tensor, ws: Workspace, name: str) -> torch.Tensor:
-    """Blocks `tables` (R, nb) of `cache` (num_blocks, bs, Hkv, D) -> (R, nb * bs, Hkv, D), into a
-    persistent buffer (one contiguous copy per block)."""
+    """Blocks `tables` (R, nb) of `cache` (Hkv, num_blocks, bs, D) -> (Hkv, R, nb * bs, D), into
+    a persistent buffer (one contiguous copy per block and head)."""
     rows, nb = tables.shape
-    _, bs, hkv, d = cache.shape
-    out = ws.get(name, (rows * nb, bs, hkv, d))
-    torch.index_select(cache, 0, tables.reshape(-1), out=out)
-    return out.view(rows, nb * bs, hkv, d)  # (R, T, Hkv, D)
+    hkv, _, bs, d = cache.shape
+    out = ws.get(name, (hkv, rows * nb, bs, d))
+    torch.index_select(cache, 1, tables.reshape(-1), out=out)
+    return out.view(hkv, rows, nb * bs, d)  # (Hkv, R, T, D)
 
 
 def cascade_attention(
@@ -172,40 +173,40 @@ def cascade_attention(
     meta: DecodeMetadata,
     scale: float,
 ) -> torch.Tensor:
-    """q: (B, Hq, D); k, v: (B, Hkv, D); caches (num_blocks, bs, Hkv, D) -> (B, Hq, D)."""
-    _, _, hkv, d = k_cache.shape
+    """q: (B, Hq, D); k, v: (B, Hkv, D); caches (Hkv, num_blocks, bs, D) -> (B, Hq, D).
+
+    Head-major throughout, (Hkv, rows, ...), so every matmul reads the gathered keys in place."""
+    hkv, _, _, d = k_cache.shape
     batch, hq, _ = q.shape
     rep = hq // hkv
     ws = meta.workspace
-    # 1. Write the new keys/values into their slots (before reading: a row sees its own token).
-    k_cache.view(-1, hkv, d).index_copy_(0, meta.slot_mapping, k)
-    v_cache.view(-1, hkv, d).index_copy_(0, meta.slot_mapping, v)
-    qh = (q * scale).view(batch, hkv, rep, d)  # (B, Hkv, rep, D): query heads per kv head
+    write_slots(k_cache, v_cache, meta.slot_mapping, k, v)
+    qh = (q * scale).view(batch, hkv, rep, d).transpose(0, 1)  # (Hkv, B, rep, D)
     # 2. Own keys: each row's blocks after its shared run.
-    own_k = _gather(k_cache, meta.own_tables, ws, "own_k")  # (B, S, Hkv, D)
+    own_k = _gather(k_cache, meta.own_tables, ws, "own_k")  # (Hkv, B, S, D)
     own_v = _gather(v_cache, meta.own_tables, ws, "own_v")
-    own = torch.einsum("bhrd,bshd->bhrs", qh, own_k)  # (B, Hkv, rep, S)
+    own = torch.matmul(qh, own_k.transpose(-1, -2))  # (Hkv, B, rep, S)
     own.masked_fill_(meta.own_mask, float("-inf"))
     if meta.shared_tables is None:
         probs = torch.softmax(own, dim=-1, dtype=torch.float32).to(q.dtype)
-        return torch.einsum("bhrs,bshd->bhrd", probs, own_v).reshape(batch, hq, d)
+        out = torch.matmul(probs, own_v)  # (Hkv, B, rep, D)
+        return out.transpose(0, 1).reshape(batch, hq, d)
     # 3. Shared keys: gathered once per group, one (M * rep) x P product per group and kv head.
-    sh_k = _gather(k_cache, meta.shared_tables, ws, "shared_k")  # (G, P, Hkv, D)
+    sh_k = _gather(k_cache, meta.shared_tables, ws, "shared_k")  # (Hkv, G, P, D)
     sh_v = _gather(v_cache, meta.shared_tables, ws, "shared_v")
-    groups, shared_len = sh_k.shape[:2]
+    groups, shared_len = sh_k.shape[1:3]
     size = meta.group_size
-    qg = qh.index_select(0, meta.member_index).view(groups, size, hkv, rep, d)  # (G, M, ...)
-    shared = torch.einsum("gmhrd,gphd->gmhrp", qg, sh_k)  # (G, M, Hkv, rep, P)
-    shared = shared.reshape(groups * size, hkv, rep, shared_len).index_select(0, meta.member_slot)
-    shared.masked_fill_(meta.shared_mask, float("-inf"))  # (B, Hkv, rep, P)
+    qg = qh.index_select(1, meta.member_index).view(hkv, groups, size * rep, d)  # (Hkv,G,Mrep,D)
+    shared = torch.matmul(qg, sh_k.transpose(-1, -2))  # (Hkv, G, M rep, P)
+    shared = shared.view(hkv, groups * size, rep, shared_len).index_select(1, meta.member_slot)
+    shared.masked_fill_(meta.shared_mask, float("-inf"))  # (Hkv, B, rep, P)
     # 4. One softmax over both key sets, then each set's weighted values, summed.
-    scores = torch.cat((shared, own), dim=-1)  # (B, Hkv, rep, P + S)
+    scores = torch.cat((shared, own), dim=-1)  # (Hkv, B, rep, P + S)
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-    p_shared = probs[..., :shared_len].index_select(0, meta.member_index)  # (G * M, Hkv, rep, P)
-    p_shared = p_shared.view(groups, size, hkv, rep, shared_len)
-    out = torch.einsum("gmhrp,gphd->gmhrd", p_shared, sh_v)  # (G, M, Hkv, rep, D)
-    out = out.reshape(groups * size, hkv, rep, d).index_select(0, meta.member_slot)  # (B, ...)
+    p_shared = probs[..., :shared_len].index_select(1, meta.member_index)  # (Hkv, G M, rep, P)
+    out = torch.matmul(p_shared.view(hkv, groups, size * rep, shared_len), sh_v)  # (Hkv,G,M rep,D)
+    out = out.view(hkv, groups * size, rep, d).index_select(1, meta.member_slot)  # (Hkv,B,rep,D)
     if meta.ungrouped is not None:  # their member slot belongs to another row: drop it
         out.masked_fill_(meta.ungrouped, 0.0)
-    out += torch.einsum("bhrs,bshd->bhrd", probs[..., shared_len:], own_v)
-    return out.reshape(batch, hq, d)
+    out += torch.matmul(probs[..., shared_len:], own_v)
+    return out.transpose(0, 1).reshape(batch, hq, d)  # (B, Hq, D)
