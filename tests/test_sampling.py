@@ -151,3 +151,37 @@ def test_stop_string_only_fires_when_it_ends_in_the_new_token():
     rule = StopRule(max_new_tokens=100, stop_strings=("\n",))
     assert rule.check([ord(c) for c in "12+3"], decode) is None
     assert rule.check([ord(c) for c in "12+3\n"], decode) == ("stop", "\n")
+
+
+def test_stop_strings_decode_only_tokens_that_could_end_them():
+    calls = []
+
+    class Tok:  # a decode owner, as the engine is
+        def decode(self, ids):
+            calls.append(list(ids))
+            return "".join(chr(i) for i in ids)
+
+    tok = Tok()
+    rule = StopRule(max_new_tokens=99, stop_strings=("ab\n",))
+    ids = [ord(c) for c in "xyzab"]
+    for k in range(1, len(ids) + 1):
+        assert rule.check(ids[:k], tok.decode) is None
+    window_decodes = [c for c in calls if len(c) > 1]
+    assert window_decodes == []  # no token so far contains "\n"
+    ids.append(ord("\n"))
+    assert rule.check(ids, tok.decode) == ("stop", "ab\n")
+    calls.clear()
+    rule.check(ids[:3], tok.decode)  # standalone texts are remembered per decode owner
+    assert calls == []
+
+
+def test_stop_rule_agrees_with_the_window_check_on_random_text():
+    import random
+
+    rng = random.Random(0)
+    rule = StopRule(max_new_tokens=10**6, stop_strings=("ab", "\n\n", "cab"))
+    ids = [rng.choice([ord(c) for c in "abc\n"]) for _ in range(400)]
+    for k in range(1, len(ids) + 1):
+        want = rule._stop_string_ending_last(ids[:k], decode)
+        got = rule.check(ids[:k], decode)
+        assert got == (None if want is None else ("stop", want))
