@@ -5,7 +5,12 @@ import math
 import pytest
 import torch
 from ponder.engine.sampling_params import SamplingParams
-from ponder.engine.torch_backend.sampling import RowParams, filter_logits, sample
+from ponder.engine.torch_backend.sampling import (
+    RowParams,
+    filter_logits,
+    sample,
+    sample_reference,
+)
 from ponder.engine.torch_backend.sequence import StopRule
 
 
@@ -57,6 +62,26 @@ def test_seeded_rows_do_not_depend_on_the_batch():
     draws_batched = [sample(logits, [p] * 3, [g1, g2, g3]).token_ids[1] for _ in range(20)]
     assert draws_alone == draws_batched
     assert alone[0] == draws_alone[0]
+
+
+@pytest.mark.parametrize("vocab", [7, 104, 256, 1000, 5003])
+def test_chunked_inverse_cdf_matches_the_full_cumsum(vocab):
+    """`sample` (chunk sums, one chunk scanned) picks the token the plain full-CDF reference
+    picks, for the same uniforms, over greedy, plain, tempered and filtered rows."""
+    torch.manual_seed(vocab)
+    logits = torch.randn(40, vocab) * 3
+    kinds = [RowParams(1.0, 0, 1.0, 0.0), RowParams(0.0, 0, 1.0, 0.0),
+             RowParams(0.7, 0, 1.0, 0.0), RowParams(1.3, 5, 0.9, 0.0),
+             RowParams(1.0, 0, 1.0, 0.05)]  # fmt: skip
+    params = [kinds[i % len(kinds)] for i in range(40)]
+    seeds = [torch.Generator().manual_seed(100 + i) for i in range(40)]
+    twins = [torch.Generator().manual_seed(100 + i) for i in range(40)]
+    for _ in range(5):
+        got = sample(logits, params, seeds)
+        assert got.token_ids == sample_reference(logits, params, twins)
+        raw = torch.log_softmax(logits, -1)
+        want_lp = raw.gather(1, torch.tensor(got.token_ids)[:, None])[:, 0]
+        torch.testing.assert_close(torch.tensor(got.logprobs), want_lp, atol=1e-5, rtol=1e-5)
 
 
 def test_sampling_follows_the_distribution():
@@ -126,3 +151,37 @@ def test_stop_string_only_fires_when_it_ends_in_the_new_token():
     rule = StopRule(max_new_tokens=100, stop_strings=("\n",))
     assert rule.check([ord(c) for c in "12+3"], decode) is None
     assert rule.check([ord(c) for c in "12+3\n"], decode) == ("stop", "\n")
+
+
+def test_stop_strings_decode_only_tokens_that_could_end_them():
+    calls = []
+
+    class Tok:  # a decode owner, as the engine is
+        def decode(self, ids):
+            calls.append(list(ids))
+            return "".join(chr(i) for i in ids)
+
+    tok = Tok()
+    rule = StopRule(max_new_tokens=99, stop_strings=("ab\n",))
+    ids = [ord(c) for c in "xyzab"]
+    for k in range(1, len(ids) + 1):
+        assert rule.check(ids[:k], tok.decode) is None
+    window_decodes = [c for c in calls if len(c) > 1]
+    assert window_decodes == []  # no token so far contains "\n"
+    ids.append(ord("\n"))
+    assert rule.check(ids, tok.decode) == ("stop", "ab\n")
+    calls.clear()
+    rule.check(ids[:3], tok.decode)  # standalone texts are remembered per decode owner
+    assert calls == []
+
+
+def test_stop_rule_agrees_with_the_window_check_on_random_text():
+    import random
+
+    rng = random.Random(0)
+    rule = StopRule(max_new_tokens=10**6, stop_strings=("ab", "\n\n", "cab"))
+    ids = [rng.choice([ord(c) for c in "abc\n"]) for _ in range(400)]
+    for k in range(1, len(ids) + 1):
+        want = rule._stop_string_ending_last(ids[:k], decode)
+        got = rule.check(ids[:k], decode)
+        assert got == (None if want is None else ("stop", want))

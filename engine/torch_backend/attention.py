@@ -77,7 +77,10 @@ def make_kv_cache(
     dtype: torch.dtype,
     device,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    shape = (num_blocks, block_size, num_kv_heads, head_dim)
+    """Per layer, a (keys, values) pair of (Hkv, num_blocks, block_size, D) tensors: head-major,
+    so gathering blocks along dim 1 yields (Hkv, rows, T, D), which batched matmuls read in place
+    (a block-major layout would need a transposing copy of every gather)."""
+    shape = (num_kv_heads, num_blocks, block_size, head_dim)
     return [
         (
             torch.zeros(shape, dtype=dtype, device=device),
@@ -94,9 +97,17 @@ def copy_blocks(caches: list[tuple[torch.Tensor, torch.Tensor]], pairs: Sequence
     device = caches[0][0].device
     src = torch.tensor([p[0] for p in pairs], dtype=torch.long, device=device)
     dst = torch.tensor([p[1] for p in pairs], dtype=torch.long, device=device)
-    for k_cache, v_cache in caches:
-        k_cache[dst] = k_cache[src]
-        v_cache[dst] = v_cache[src]
+    for k_cache, v_cache in caches:  # (Hkv, num_blocks, bs, D)
+        k_cache[:, dst] = k_cache[:, src]
+        v_cache[:, dst] = v_cache[:, src]
+
+
+def write_slots(k_cache, v_cache, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """1. Write new keys/values (N, Hkv, D) into their slots of the (Hkv, blocks, bs, D) caches
+    (before any read: a sequence attends to its own new tokens)."""
+    num_kv, _, _, head_dim = k_cache.shape
+    k_cache.view(num_kv, -1, head_dim).index_copy_(1, slots, k.transpose(0, 1))  # (Hkv, slots, D)
+    v_cache.view(num_kv, -1, head_dim).index_copy_(1, slots, v.transpose(0, 1))
 
 
 def paged_attention(
@@ -108,21 +119,17 @@ def paged_attention(
     meta: AttentionMetadata,
     scale: float,
 ) -> torch.Tensor:
-    """q: (N, Hq, D); k, v: (N, Hkv, D); caches: (num_blocks, block_size, Hkv, D) -> (N, Hq, D)."""
-    num_blocks, block_size, num_kv, head_dim = k_cache.shape
-    k_flat = k_cache.view(-1, num_kv, head_dim)  # (slots, Hkv, D)
-    v_flat = v_cache.view(-1, num_kv, head_dim)
-    # 1. Write the new keys/values into their slots.
-    k_flat.index_copy_(0, meta.slot_mapping, k)
-    v_flat.index_copy_(0, meta.slot_mapping, v)
+    """q: (N, Hq, D); k, v: (N, Hkv, D); caches: (Hkv, num_blocks, block_size, D) -> (N, Hq, D)."""
+    num_kv, num_blocks, block_size, head_dim = k_cache.shape
+    write_slots(k_cache, v_cache, meta.slot_mapping, k, v)
     # 2. Gather every sequence's blocks, whole: index_select of B * max_blocks contiguous
     # blocks, not of every token's slot (16x fewer, larger copies at block size 16).
     batch, max_blocks = meta.block_tables.shape
     flat_blocks = meta.block_tables.reshape(-1)  # (B * max_blocks,)
     context = max_blocks * block_size
-    keys = k_cache.index_select(0, flat_blocks).view(batch, context, num_kv, head_dim)
-    values = v_cache.index_select(0, flat_blocks).view(batch, context, num_kv, head_dim)
-    keys, values = keys.transpose(1, 2), values.transpose(1, 2)  # (B, Hkv, T, D)
+    keys = k_cache.index_select(1, flat_blocks).view(num_kv, batch, context, head_dim)
+    values = v_cache.index_select(1, flat_blocks).view(num_kv, batch, context, head_dim)
+    keys, values = keys.transpose(0, 1), values.transpose(0, 1)  # (B, Hkv, T, D)
     # 3. Pad the ragged queries into (B, Hq, max_q, D); a pure decode step (one query per
     # sequence, N == B) needs no padding.
     max_q = meta.query_index.shape[1]

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from ponder.engine.torch_backend.attention import AttentionMetadata, paged_attention
+from ponder.engine.torch_backend.cascade import DecodeMetadata, cascade_attention
 from safetensors.torch import load_file
 from torch import nn
 
@@ -169,7 +170,8 @@ class Attention(nn.Module):
         else:  # rotate q and k heads in one go
             qk = apply_rope(qkv[:, : q_size + kv_size].view(n, -1, c.head_dim), cos, sin)
             q, k = qk[:, : c.num_heads], qk[:, c.num_heads :]
-        out = paged_attention(q, k, v, kv[0], kv[1], meta, scale=c.head_dim**-0.5)
+        attend = cascade_attention if isinstance(meta, DecodeMetadata) else paged_attention
+        out = attend(q, k, v, kv[0], kv[1], meta, scale=c.head_dim**-0.5)
         return self.o_proj(out.reshape(n, q_size))  # (N, hidden)
 
 
@@ -299,7 +301,7 @@ class CausalLM(nn.Module):
         self,
         input_ids: torch.Tensor,
         positions: torch.Tensor,
-        meta: AttentionMetadata,
+        meta: AttentionMetadata | DecodeMetadata,
         kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
     ) -> torch.Tensor:
         """input_ids, positions: (N,) -> hidden states (N, hidden)."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 from ponder.engine.torch_backend.attention import build_metadata, copy_blocks, make_kv_cache
+from ponder.engine.torch_backend.cascade import Workspace, plan_decode
 from ponder.engine.torch_backend.model import CausalLM, ModelConfig
 
 
@@ -39,6 +40,7 @@ class ModelRunner:
             self.dtype,
             self.device,
         )
+        self.workspace = Workspace(self.device, self.dtype)
 
     @property
     def vocab_size(self) -> int:
@@ -76,13 +78,12 @@ class ModelRunner:
             ids += x.token_ids
             positions += range(x.num_computed, x.num_computed + len(x.token_ids))
         query_lens = [len(x.token_ids) for x in inputs]
-        meta = build_metadata(
-            query_lens,
-            [x.num_computed + len(x.token_ids) for x in inputs],
-            [x.block_table for x in inputs],
-            self.block_size,
-            self.device,
-        )
+        context_lens = [x.num_computed + len(x.token_ids) for x in inputs]
+        tables = [x.block_table for x in inputs]
+        if len(ids) == len(inputs):  # pure decode: cascade over shared prompts
+            meta = plan_decode(context_lens, tables, self.block_size, self.workspace)
+        else:
+            meta = build_metadata(query_lens, context_lens, tables, self.block_size, self.device)
         ids_t = torch.tensor(ids, dtype=torch.long, device=self.device)  # (N,)
         pos_t = torch.tensor(positions, dtype=torch.long, device=self.device)  # (N,)
         hidden = self.model(ids_t, pos_t, meta, self.kv_caches)  # (N, hidden)

@@ -13,46 +13,17 @@ Finish reasons use the protocol's vocabulary (ponder.engine.protocol.FINISH_REAS
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from ponder.engine.torch_backend.sampling import RowParams
+from ponder.engine.torch_backend.stop import StopRule  # noqa: F401  (re-exported)
 
 
 class Status(enum.Enum):
     WAITING = "waiting"
     RUNNING = "running"
     FINISHED = "finished"
-
-
-@dataclass(frozen=True, slots=True)
-class StopRule:
-    max_new_tokens: int
-    eos_token_ids: frozenset[int] = frozenset()
-    stop_token_ids: frozenset[int] = frozenset()
-    stop_strings: tuple[str, ...] = ()
-
-    def check(
-        self, new_token_ids: list[int], decode: Callable[[list[int]], str]
-    ) -> tuple[str, int | str | None] | None:
-        """(finish_reason, stop_reason) once the newest token ends the sequence, else None."""
-        last = new_token_ids[-1]
-        if last in self.eos_token_ids:
-            return "stop", None
-        if last in self.stop_token_ids:
-            return "stop", last
-        if self.stop_strings:
-            # A stop string that ends inside the newest token spans at most len(s) tokens.
-            window = max(len(s) for s in self.stop_strings) + 1
-            tail = decode(new_token_ids[-window:])
-            head = decode(new_token_ids[-window:-1]) if len(new_token_ids) > 1 else ""
-            for s in self.stop_strings:
-                if s in tail and s not in head:
-                    return "stop", s
-        if len(new_token_ids) >= self.max_new_tokens:
-            return "length", None
-        return None
 
 
 @dataclass(eq=False)

@@ -1,0 +1,212 @@
+"""Decode attention that reads a shared prompt once per group (cascade attention).
+
+In a decode step (one new token per sequence) the sequences that fork from one prompt share its
+full KV blocks by physical id. The dense kernel (`attention.paged_attention`) gathers every
+sequence's whole block list every layer and attends over the longest padded context: B copies of
+the same prompt. Here the batch is split per row into two key sets:
+
+- shared: the longest run of leading blocks a group of rows holds in common, gathered once per
+  group and multiplied against all the group's queries in one matmul (M rows x P keys instead of
+  M separate 1 x P products);
+- own: each row's blocks after its group's shared run (the generated tokens), gathered per row.
+
+The two score sets are concatenated per row and normalised by one softmax, which is exactly
+softmax attention over the union (the same result as merging two partial attentions by their
+log-sum-exp). Rows that share nothing have an empty shared part. Gathers go into persistent
+buffers (`Workspace`), so the large per-layer copies allocate nothing after warm-up.
+
+`plan_decode` builds the per-step metadata (grouping is pure Python over block tables, once per
+step); `cascade_attention` is the per-layer kernel. Prefill and mixed steps use the dense kernel;
+tests check both agree. Portable torch only (CPU or CUDA); it schedules and samples nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from ponder.engine.torch_backend.attention import write_slots
+
+
+class Workspace:
+    """Persistent flat buffers handed out as views, grown on demand and never shrunk, so the
+    per-layer gathers of a decode step do not allocate (and do not cross glibc's mmap threshold,
+    which returns large temporaries to the OS every step)."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype):
+        self.device, self.dtype = device, dtype
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        numel = 1
+        for n in shape:
+            numel *= n
+        buf = self._buffers.get(name)
+        if buf is None or buf.numel() < numel:
+            buf = torch.empty(max(numel, 1) * 5 // 4 + 1, device=self.device, dtype=self.dtype)
+            self._buffers[name] = buf
+        return buf[:numel].view(shape)
+
+
+@dataclass(frozen=True)
+class DecodeMetadata:
+    slot_mapping: torch.Tensor  # (B,) int64: slot of each row's new token
+    own_tables: torch.Tensor  # (B, S_blocks) int64: blocks after the shared run, 0-padded
+    own_mask: torch.Tensor  # (1, B, 1, S_blocks * bs) bool: key hidden (padding)
+    shared_tables: torch.Tensor | None  # (G, P_blocks) int64, 0-padded; None: nothing shared
+    shared_mask: torch.Tensor | None  # (1, B, 1, P_blocks * bs) bool: shared key hidden
+    member_index: torch.Tensor | None  # (G * M,) int64: row of each group member, 0-padded
+    member_slot: torch.Tensor | None  # (B,) int64: where each row sits in (G * M) order
+    ungrouped: torch.Tensor | None  # (1, B, 1, 1) bool: row shares nothing; None if none such
+    group_size: int  # M, members per group after padding
+    workspace: Workspace  # the runner's persistent gather buffers
+
+
+def _shared_blocks(tables: list[tuple[int, ...]], limits: list[int]) -> int:
+    """Leading blocks all `tables` hold in common, capped by each member's limit."""
+    common = os.path.commonprefix(tables)  # min/max of the tuples: C-level comparisons
+    return min(len(common), *limits)
+
+
+def plan_decode(
+    context_lens: Sequence[int],
+    block_tables: Sequence[Sequence[int]],
+    block_size: int,
+    workspace: Workspace,
+    min_shared_blocks: int = 1,
+) -> DecodeMetadata:
+    """Group rows by their shared leading blocks and build the tensors one decode step needs.
+
+    A shared block must lie wholly before every member's new token (its slot is written this
+    step, so it sits in a private block after copy-on-write); rows are grouped by first block id,
+    and a group shares its members' common leading blocks."""
+    batch = len(context_lens)
+    tables = [tuple(t) for t in block_tables]
+    by_first: dict[int, list[int]] = defaultdict(list)
+    for row, t in enumerate(tables):
+        by_first[t[0]].append(row)
+    groups: list[tuple[list[int], int]] = []  # (member rows, shared blocks)
+    shared_per_row = [0] * batch
+    for rows in by_first.values():
+        if len(rows) < 2:
+            continue
+        limits = [(context_lens[r] - 1) // block_size for r in rows]
+        shared = _shared_blocks([tables[r] for r in rows], limits)
+        if shared >= min_shared_blocks:
+            groups.append((rows, shared))
+            for r in rows:
+                shared_per_row[r] = shared
+    own = [t[s : (c + block_size - 1) // block_size] for t, s, c in
+           zip(tables, shared_per_row, context_lens, strict=True)]  # fmt: skip
+    own_blocks = max(len(o) for o in own)
+    own_t = torch.tensor([list(o) + [0] * (own_blocks - len(o)) for o in own], dtype=torch.long)
+    ctx = torch.tensor(context_lens, dtype=torch.long)  # (B,)
+    start = torch.tensor(shared_per_row, dtype=torch.long) * block_size  # (B,)
+    keys = torch.arange(own_blocks * block_size)[None, :]  # (1, S)
+    own_mask = keys >= (ctx - start)[:, None]  # (B, S): hidden = past the new token
+    pos = ctx - 1  # (B,) position of each new token
+    rows_t = torch.arange(batch)
+    slots = own_t[rows_t, (pos - start) // block_size] * block_size + pos % block_size  # (B,)
+    shared = _shared_tensors(tables, groups, shared_per_row, block_size) if groups else None
+    device = workspace.device
+    to = lambda x: None if x is None else x.to(device)  # noqa: E731
+    return DecodeMetadata(
+        slot_mapping=slots.to(device),
+        own_tables=own_t.to(device),
+        own_mask=own_mask[None, :, None, :].to(device),
+        shared_tables=to(shared[0]) if shared else None,
+        shared_mask=to(shared[1]) if shared else None,
+        member_index=to(shared[2]) if shared else None,
+        member_slot=to(shared[3]) if shared else None,
+        ungrouped=to(_ungrouped(shared_per_row)) if groups else None,
+        group_size=max(len(r) for r, _ in groups) if groups else 0,
+        workspace=workspace,
+    )
+
+
+def _ungrouped(shared_per_row: list[int]) -> torch.Tensor | None:
+    if all(shared_per_row):
+        return None
+    return torch.tensor([n == 0 for n in shared_per_row])[None, :, None, None]  # (1, B, 1, 1)
+
+
+def _shared_tensors(tables, groups, shared_per_row, block_size):
+    """(G, P_blocks) tables, (1, B, 1, P) hidden keys, (G * M,) member rows, (B,) member slots."""
+    size = max(len(rows) for rows, _ in groups)
+    blocks = max(n for _, n in groups)
+    shared_tables, members = [], []
+    slot = [0] * len(tables)  # rows outside every group point at slot 0 and see no shared key
+    for g, (rows, n) in enumerate(groups):
+        shared_tables.append(list(tables[rows[0]][:n]) + [0] * (blocks - n))
+        for m, r in enumerate(rows):
+            slot[r] = g * size + m
+        members += rows + [rows[0]] * (size - len(rows))  # padding repeats a member, unread
+    keys = torch.arange(blocks * block_size)[None, :]  # (1, P)
+    hidden = keys >= torch.tensor(shared_per_row)[:, None] * block_size  # (B, P)
+    return (
+        torch.tensor(shared_tables, dtype=torch.long),
+        hidden[None, :, None, :],  # (1, B, 1, P)
+        torch.tensor(members, dtype=torch.long),
+        torch.tensor(slot, dtype=torch.long),
+    )
+
+
+def _gather(cache: torch.Tensor, tables: torch.Tensor, ws: Workspace, name: str) -> torch.Tensor:
+    """Blocks `tables` (R, nb) of `cache` (Hkv, num_blocks, bs, D) -> (Hkv, R, nb * bs, D), into
+    a persistent buffer (one contiguous copy per block and head)."""
+    rows, nb = tables.shape
+    hkv, _, bs, d = cache.shape
+    out = ws.get(name, (hkv, rows * nb, bs, d))
+    torch.index_select(cache, 1, tables.reshape(-1), out=out)
+    return out.view(hkv, rows, nb * bs, d)  # (Hkv, R, T, D)
+
+
+def cascade_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    meta: DecodeMetadata,
+    scale: float,
+) -> torch.Tensor:
+    """q: (B, Hq, D); k, v: (B, Hkv, D); caches (Hkv, num_blocks, bs, D) -> (B, Hq, D).
+
+    Head-major throughout, (Hkv, rows, ...), so every matmul reads the gathered keys in place."""
+    hkv, _, _, d = k_cache.shape
+    batch, hq, _ = q.shape
+    rep = hq // hkv
+    ws = meta.workspace
+    write_slots(k_cache, v_cache, meta.slot_mapping, k, v)
+    qh = (q * scale).view(batch, hkv, rep, d).transpose(0, 1)  # (Hkv, B, rep, D)
+    # 2. Own keys: each row's blocks after its shared run.
+    own_k = _gather(k_cache, meta.own_tables, ws, "own_k")  # (Hkv, B, S, D)
+    own_v = _gather(v_cache, meta.own_tables, ws, "own_v")
+    own = torch.matmul(qh, own_k.transpose(-1, -2))  # (Hkv, B, rep, S)
+    own.masked_fill_(meta.own_mask, float("-inf"))
+    if meta.shared_tables is None:
+        probs = torch.softmax(own, dim=-1, dtype=torch.float32).to(q.dtype)
+        out = torch.matmul(probs, own_v)  # (Hkv, B, rep, D)
+        return out.transpose(0, 1).reshape(batch, hq, d)
+    # 3. Shared keys: gathered once per group, one (M * rep) x P product per group and kv head.
+    sh_k = _gather(k_cache, meta.shared_tables, ws, "shared_k")  # (Hkv, G, P, D)
+    sh_v = _gather(v_cache, meta.shared_tables, ws, "shared_v")
+    groups, shared_len = sh_k.shape[1:3]
+    size = meta.group_size
+    qg = qh.index_select(1, meta.member_index).view(hkv, groups, size * rep, d)  # (Hkv,G,Mrep,D)
+    shared = torch.matmul(qg, sh_k.transpose(-1, -2))  # (Hkv, G, M rep, P)
+    shared = shared.view(hkv, groups * size, rep, shared_len).index_select(1, meta.member_slot)
+    shared.masked_fill_(meta.shared_mask, float("-inf"))  # (Hkv, B, rep, P)
+    # 4. One softmax over both key sets, then each set's weighted values, summed.
+    scores = torch.cat((shared, own), dim=-1)  # (Hkv, B, rep, P + S)
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    p_shared = probs[..., :shared_len].index_select(1, meta.member_index)  # (Hkv, G M, rep, P)
+    out = torch.matmul(p_shared.view(hkv, groups, size * rep, shared_len), sh_v)  # (Hkv,G,M rep,D)
+    out = out.view(hkv, groups * size, rep, d).index_select(1, meta.member_slot)  # (Hkv,B,rep,D)
+    if meta.ungrouped is not None:  # their member slot belongs to another row: drop it
+        out.masked_fill_(meta.ungrouped, 0.0)
+    out += torch.matmul(probs[..., shared_len:], own_v)
+    return out.transpose(0, 1).reshape(batch, hq, d)  # (B, Hq, D)

@@ -1,0 +1,66 @@
+"""Cascade decode attention (engine/torch_backend/cascade.py) against the dense paged kernel:
+shared prompts read once per group must give the same outputs as every row reading its whole
+block list, for groups of different sizes, rows that share nothing, GQA and block sizes 1/16/32."""
+
+import pytest
+import torch
+from ponder.engine.torch_backend.attention import build_metadata, paged_attention
+from ponder.engine.torch_backend.cascade import Workspace, cascade_attention, plan_decode
+
+
+def make_batch(bs: int, prompt_lens: list[int], members: list[int], own_lens: list[int]):
+    """Groups of forks: group g shares the full blocks of a prompt of prompt_lens[g] tokens;
+    each member then owns copies of the partial block and own_lens tokens more (the last one is
+    this step's new token). Returns context lengths and block tables."""
+    nxt, ctx, tables = 0, [], []
+    for g, (plen, m) in enumerate(zip(prompt_lens, members, strict=True)):
+        full = plen // bs
+        shared = list(range(nxt, nxt + full))
+        nxt += full
+        for i in range(m):
+            length = plen + own_lens[(g + i) % len(own_lens)]
+            own = -(-length // bs) - full
+            tables.append(shared + list(range(nxt, nxt + own)))
+            nxt += own
+            ctx.append(length)
+    return ctx, tables, nxt
+
+
+@pytest.mark.parametrize("bs", [1, 16, 32])
+@pytest.mark.parametrize(
+    "groups",
+    [
+        ([40], [5]),  # one group (best-of-n)
+        ([40, 70, 9], [3, 4, 1]),  # ragged groups and a singleton that shares nothing
+        ([33, 33], [2, 6]),  # equal prompts in separate groups
+    ],
+)
+def test_cascade_matches_dense(bs, groups):
+    torch.manual_seed(bs)
+    ctx, tables, used = make_batch(bs, *groups, own_lens=[1, 5, 17, 40])
+    hq, hkv, d = 4, 2, 8
+    k_cache = torch.randn(hkv, used + 1, bs, d)
+    v_cache = torch.randn(hkv, used + 1, bs, d)
+    batch = len(ctx)
+    q, k, v = torch.randn(batch, hq, d), torch.randn(batch, hkv, d), torch.randn(batch, hkv, d)
+    dense_meta = build_metadata([1] * batch, ctx, tables, bs, torch.device("cpu"))
+    k2, v2 = k_cache.clone(), v_cache.clone()
+    want = paged_attention(q, k, v, k2, v2, dense_meta, scale=0.3)
+    meta = plan_decode(ctx, tables, bs, Workspace(torch.device("cpu"), torch.float32))
+    shares = any(m > 1 and p >= bs for p, m in zip(*groups, strict=True))
+    assert (meta.shared_tables is not None) == shares
+    got = cascade_attention(q, k, v, k_cache, v_cache, meta, scale=0.3)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(k_cache, k2)  # same slots written
+    torch.testing.assert_close(v_cache, v2)
+
+
+def test_plan_groups_by_shared_blocks():
+    ctx, tables, _ = make_batch(4, [10, 12], [3, 2], own_lens=[1, 6])
+    meta = plan_decode(ctx, tables, 4, Workspace(torch.device("cpu"), torch.float32))
+    assert meta.shared_tables.tolist() == [[0, 1, 0], [6, 7, 8]]  # ids padded with 0
+    assert meta.group_size == 3
+    assert meta.member_index.tolist() == [0, 1, 2, 3, 4, 3]  # second group padded
+    assert meta.member_slot.tolist() == [0, 1, 2, 3, 4]
+    # each row sees exactly its group's shared tokens
+    assert (~meta.shared_mask[0, :, 0]).sum(-1).tolist() == [8, 8, 8, 12, 12]
