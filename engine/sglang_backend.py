@@ -80,9 +80,8 @@ class SGLangBackend(ImplicitBackend):
         finish = meta.get("finish_reason") or {"type": "length"}
         matched = finish.get("matched")
         reason = "stop" if finish.get("type") in ("stop", "abort") else "length"
-        if isinstance(matched, int) and matched in self.eos_token_ids:
-            if matched not in stop_token_ids:
-                matched = None  # EOS, as vLLM reports it
+        if isinstance(matched, int) and matched in self.eos_token_ids - set(stop_token_ids):
+            matched = None  # EOS, as vLLM reports it
         logprobs = tuple(entry[0] for entry in meta.get("output_token_logprobs") or ())
         return Sample(tuple(output["output_ids"]), reason, matched, logprobs)
 
