@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from ponder.engine.outputs import CompletionOutput, RequestOutput
 from ponder.engine.protocol import Branch, SearchContext, SearchStats
 from ponder.engine.sampling_params import SamplingParams
 
@@ -129,6 +130,35 @@ class ImplicitBackend:
     ) -> ImplicitContext:
         seed = self._seeds.getrandbits(63) if seed is None else seed
         return ImplicitContext(self, params, seed=seed, question=question)
+
+    async def agenerate(self, prompt, params: SamplingParams | None = None) -> RequestOutput:
+        """n samples of one prompt, shaped as Engine.agenerate returns them (for `ponder
+        signals` and servers): one request with n, through a context like any search."""
+        params = params or SamplingParams()
+        async with self.search(params, seed=params.seed) as ctx:
+            root = ctx.root(prompt)
+            branches = await ctx.extend([root] * params.n, release_inputs=False)
+            outputs = [
+                CompletionOutput(
+                    index,
+                    self.decode(ctx.tokens(b)[b.prompt_length :]),
+                    ctx.tokens(b)[b.prompt_length :],
+                    b.cumulative_logprob,
+                    None,
+                    "stop" if b.finish_reason in ("eos", "stop") else "length",
+                    ctx.stop_reason(b),
+                )
+                for index, b in enumerate(branches)
+            ]
+            prompt_ids = ctx.tokens(root)
+        return RequestOutput(
+            request_id=f"implicit-{id(ctx)}",
+            prompt=prompt if isinstance(prompt, str) else None,
+            prompt_token_ids=prompt_ids,
+            outputs=outputs,
+            num_cached_tokens=ctx.stats.cached_prompt_tokens,
+            metrics=ctx.stats.as_dict(),
+        )
 
     def close(self) -> None:
         pass

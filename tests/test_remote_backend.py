@@ -237,3 +237,14 @@ def test_vllm_openai_server(vllm_server):
     results = asyncio.run(go())
     assert all(r.answer is not None and r.stats["samples"] >= 4 for r in results)
     assert any(r.stats["cached_prompt_tokens"] > 0 for r in results)
+
+
+def test_cli_backend_flags_are_checked(tmp_path):
+    from click.testing import CliRunner
+    from ponder.apps.cli import main
+
+    out = str(tmp_path / "unused.jsonl")
+    bad = CliRunner().invoke(main, ["eval", "--url", "http://x", "--limit", "1", "--out", out])
+    assert bad.exit_code == 2 and "--url goes with --backend remote" in bad.output
+    bad = CliRunner().invoke(main, ["eval", "--backend", "remote", "--limit", "1", "--out", out])
+    assert bad.exit_code == 2 and "--url goes with --backend remote" in bad.output
