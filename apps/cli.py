@@ -13,7 +13,14 @@ import time
 from importlib.metadata import version
 
 import click
-from ponder.apps.cli_options import collect_options, load_engine, model_label
+from ponder.apps.cli_options import (
+    BACKENDS,
+    collect_options,
+    load_backend,
+    load_engine,
+    model_label,
+    parse_pairs,
+)
 
 MODEL_HELP = "A Hugging Face model folder (default: the embedded arith model)."
 
@@ -97,6 +104,11 @@ def task_flags(fn):
                      help="JSON file with options / task_options / verifier_options objects."),
         click.option("--restart", is_flag=True,
                      help="Start the --out run file anew instead of resuming it."),
+        click.option("--backend", default="torch", show_default=True,
+                     type=click.Choice(BACKENDS), help="Engine to search on (README, Backends)."),
+        click.option("--url", default=None, help="Server URL for --backend remote."),
+        click.option("--api-key", default=None, envvar="PONDER_API_KEY",
+                     help="Bearer token for --backend remote (or $PONDER_API_KEY)."),
     ]  # fmt: skip
     for flag in reversed(flags):
         fn = flag(fn)
@@ -150,8 +162,8 @@ def task_flags(fn):
     help="Run file (JSONL, one record per problem); resumed when it exists.",
 )
 def eval_command(task, task_pairs, level, limit, seed, temperature, model_path, config_path,
-                 restart, strategy, n, option_pairs, verifier_name, verifier_pairs, concurrency,
-                 out) -> None:  # fmt: skip
+                 restart, backend, url, api_key, strategy, n, option_pairs, verifier_name,
+                 verifier_pairs, concurrency, out) -> None:  # fmt: skip
     """Run a search strategy over a task and report accuracy and compute."""
     from ponder.apps.evaluate import EvalSettings, run_eval
     from ponder.apps.setup import check_run_file, prepare_eval
@@ -164,7 +176,8 @@ def eval_command(task, task_pairs, level, limit, seed, temperature, model_path, 
     )  # fmt: skip
     settings = EvalSettings(**setup.settings, model=model_label(model_path))
     check_run_file(out, settings, restart)
-    with load_engine(model_path) as engine, Progress(transient=True) as bar:
+    engine = load_backend(backend, model_path, url, api_key)
+    with engine, Progress(transient=True) as bar:
         job = bar.add_task(f"{strategy} n={n}", total=len(setup.items))
         try:
             _, summary = run_eval(engine, setup.task, setup.items, settings, setup.verifier, out,
@@ -216,7 +229,8 @@ def eval_command(task, task_pairs, level, limit, seed, temperature, model_path, 
     help="Also save a Hugging Face dataset here.",
 )
 def signals(task, task_pairs, level, limit, seed, temperature, model_path, config_path, restart,
-            objective, k, n, verifier_name, verifier_pairs, out, dataset_dir) -> None:  # fmt: skip
+            backend, url, api_key, objective, k, n, verifier_name, verifier_pairs, out,
+            dataset_dir) -> None:  # fmt: skip
     """Sample n completions per prompt, score them, and write per-sample advantages."""
     from ponder.apps.setup import prepare_signals
     from ponder.apps.signals import SignalSettings, run_signals, to_dataset
@@ -229,7 +243,7 @@ def signals(task, task_pairs, level, limit, seed, temperature, model_path, confi
     )  # fmt: skip
     settings = SignalSettings(**setup.settings, temperature=temperature,
                               model=model_label(model_path))  # fmt: skip
-    with load_engine(model_path) as engine:
+    with load_backend(backend, model_path, url, api_key) as engine:
         try:
             records, summary = run_signals(engine, setup.task, setup.items, settings,
                                            setup.verifier, out, restart=restart)  # fmt: skip

@@ -86,3 +86,38 @@ def load_engine(model_path: str | None):
     except (ValueError, OSError) as exc:
         message = f"cannot load a model from {model_path}: {exc}"
         raise click.BadParameter(message, param_hint="--model") from None
+
+
+BACKENDS = ("torch", "vllm", "sglang", "remote")
+
+
+def load_backend(
+    backend: str, model_path: str | None, url: str | None = None, api_key: str | None = None
+):
+    """The backend `ponder eval` / `signals` search on: ponder's own engine (torch), vLLM or
+    SGLang in process, or any OpenAI-compatible server at --url (remote). Each needs the
+    model's folder for its tokenizer (the embedded model by default); a missing package or a
+    bad flag is a usage error, not a traceback."""
+    if (url is not None) != (backend == "remote"):
+        raise click.BadParameter("--url goes with --backend remote (and only with it)")
+    if backend == "torch":
+        return load_engine(model_path)
+    try:
+        if backend == "vllm":
+            from ponder.engine.vllm_backend import VLLMBackend
+
+            return VLLMBackend(model_path)
+        if backend == "sglang":
+            from ponder.engine.sglang_backend import SGLangBackend
+
+            return SGLangBackend(model_path)
+        if backend == "remote":
+            from ponder.engine.remote_backend import RemoteBackend
+
+            return RemoteBackend(url, api_key=api_key, model_path=model_path)
+    except ImportError as exc:
+        raise click.BadParameter(
+            f"--backend {backend} needs {exc.name} (README, Backends): {exc}",
+            param_hint="--backend",
+        ) from None
+    raise click.BadParameter(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
