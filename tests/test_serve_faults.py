@@ -48,13 +48,6 @@ def _wait_idle(engine, baseline: int, seconds: float) -> int:
     return used
 
 
-@pytest.mark.xfail(
-    reason="engine issue (cancellation safety, being fixed in the engine): cancelling a search "
-    "mid-extend leaves its KV blocks in use (129 blocks after one cancelled BoN n=32), and the "
-    "engine loop thread can die with InvalidStateError setting a result on the cancelled "
-    "future (loop.py _step)",
-    strict=False,
-)
 def test_disconnects_cancel_searches_and_free_kv():
     with running_server(server_config()) as server:
         baseline = server.engine.kv_stats.used
