@@ -63,7 +63,7 @@ class ModelRunner:
                     f"input {i}: block table of {len(x.block_table)} blocks cannot "
                     f"hold {end} tokens at block size {self.block_size}"
                 )
-            if any(not 0 <= b < self.num_blocks for b in x.block_table):
+            if min(x.block_table) < 0 or max(x.block_table) >= self.num_blocks:  # C-level scans
                 raise ValueError(f"input {i}: block id outside [0, {self.num_blocks})")
 
     @torch.inference_mode()
