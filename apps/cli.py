@@ -161,9 +161,14 @@ def task_flags(fn):
     required=True,
     help="Run file (JSONL, one record per problem); resumed when it exists.",
 )
+@click.option(
+    "--constrain-answer",
+    is_flag=True,
+    help="Constrain sampling so the answer line always parses (the task's answer format).",
+)
 def eval_command(task, task_pairs, level, limit, seed, temperature, model_path, config_path,
                  restart, backend, url, api_key, strategy, n, option_pairs, verifier_name,
-                 verifier_pairs, concurrency, out) -> None:  # fmt: skip
+                 verifier_pairs, concurrency, out, constrain_answer) -> None:  # fmt: skip
     """Run a search strategy over a task and report accuracy and compute."""
     from ponder.apps.evaluate import EvalSettings, run_eval
     from ponder.apps.setup import check_run_file, prepare_eval
@@ -172,7 +177,7 @@ def eval_command(task, task_pairs, level, limit, seed, temperature, model_path, 
     groups = collect_options(config_path, task_pairs, level, verifier_pairs, option_pairs)
     setup = prepare_eval(
         task=task, strategy=strategy, verifier_name=verifier_name, **groups,
-        n=n, seed=seed, temperature=temperature, limit=limit,
+        n=n, seed=seed, temperature=temperature, limit=limit, constrain_answer=constrain_answer,
     )  # fmt: skip
     settings = EvalSettings(**setup.settings, model=model_label(model_path))
     check_run_file(out, settings, restart)

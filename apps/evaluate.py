@@ -39,6 +39,7 @@ class EvalSettings:
     task: str = "arith"
     task_options: dict = field(default_factory=dict)
     model: str = "embedded"
+    constrain_answer: bool = False  # sample under task.answer_constraint() (--constrain-answer)
 
 
 def prompt_for(engine, task: Task, item: Item):
@@ -62,6 +63,7 @@ def request_for(engine, task: Task, item: Item, index: int, settings: EvalSettin
         extract_answer=task.extract_answer,
         reference=item.reference,
         question=item.prompt,  # verifiers see the task's prompt, not the chat-templated text
+        structured_outputs=task.answer_constraint() if settings.constrain_answer else None,
     )
 
 

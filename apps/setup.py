@@ -54,7 +54,7 @@ def _task_and_verifier(task, task_options, verifier_name, verifier_options, seed
 
 def prepare_eval(
     *, task, task_options, strategy, options, verifier_name, verifier_options, n, seed,
-    temperature, limit,
+    temperature, limit, constrain_answer=False,
 ) -> Prepared:  # fmt: skip
     spec = usage(get_strategy, strategy)
     task_obj, name, vopts, verifier, items = _task_and_verifier(
@@ -62,10 +62,12 @@ def prepare_eval(
     )
     probe = usage(SearchRequest, "probe", verifier, n=n, seed=seed, temperature=temperature)
     usage(spec.check, probe, options)
+    if constrain_answer and task_obj.answer_constraint() is None:
+        raise click.UsageError(f"task {task!r} has no answer format to constrain")
     settings = {
         "strategy": strategy, "n": n, "verifier": name, "verifier_options": vopts,
         "options": options, "temperature": temperature, "seed": seed, "task": task,
-        "task_options": task_options,
+        "task_options": task_options, "constrain_answer": constrain_answer,
     }  # fmt: skip
     return Prepared(task_obj, items, verifier, settings)
 

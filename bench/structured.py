@@ -30,7 +30,7 @@ import torch
 from ponder.engine import Engine, SamplingParams
 from ponder.engine.structured import StructuredOutputsParams as S
 from ponder.engine.structured import hooks
-from ponder.engine.structured.compiler import GrammarCompiler
+from ponder.engine.structured.compiler import DEFAULT_BACKEND, GrammarCompiler
 from ponder.tasks.arith.task import ArithTask
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -201,7 +201,7 @@ def main() -> None:
         "compile_s": compile_times(first),
         "correctness": correctness(engines, 4 if args.quick else 16, args.seed),
         "overhead": overhead(engines, batches, args.seed),
-        "arith": arith(first, 20 if args.quick else 200, args.seed),
+        "arith": arith(engines[DEFAULT_BACKEND], 20 if args.quick else 200, args.seed),
     }
     for engine in engines.values():
         engine.close()

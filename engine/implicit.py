@@ -12,6 +12,12 @@ A backend supplies one coroutine, `generate(call) -> Generation`, and the tokeni
 module does the rest (grouping, seeds, finish reasons, accounting). It deliberately knows
 nothing about any engine's API.
 
+Constrained output: `params.structured_outputs` goes with each call (the engine compiles and
+applies it). The engine starts the grammar at the start of each request's output, and holds no
+state between requests, so only branches with no generated tokens (roots and their forks) can
+be extended under a constraint: a search with one must sample whole solutions (bon, majority,
+sample); step-level strategies carry the grammar state on ponder's own engine only.
+
 Accounting: a root's first submission counts its prompt as computed (minus what the engine's
 cache served); every later submission's uncached tokens are `recomputed_tokens`, the cost of
 implicit mode that the own engine's explicit forks do not pay.
@@ -235,6 +241,13 @@ class ImplicitContext(SearchContext):
             if b.done:
                 raise ValueError(
                     f"branch {b.id} is done ({b.finish_reason}); it cannot be extended"
+                )
+            if self.params.structured_outputs is not None and b.num_generated:
+                raise ValueError(
+                    f"branch {b.id} has generated tokens: an implicit backend restarts the "
+                    "grammar with every request, so a constrained search here must sample "
+                    "whole solutions (bon, majority, sample); use the torch backend for "
+                    "step-level strategies under a constraint"
                 )
         self.stats.extend_calls += 1
         # 1. Group identical inputs (same token ids): one request with n for each group.

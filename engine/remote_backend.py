@@ -103,6 +103,8 @@ class RemoteBackend(ImplicitBackend):
             "min_p": p.min_p or None,
             "stop_token_ids": list(p.stop_token_ids) or None,
             "ignore_eos": p.ignore_eos or None,
+            # vLLM's server field (ponder serve takes it too); others reject or ignore it
+            "structured_outputs": p.structured_outputs and p.structured_outputs.to_vllm(),
         }
         body.update({k: v for k, v in extras.items() if v is not None})
         return body

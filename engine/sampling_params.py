@@ -11,6 +11,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ponder.engine.structured.params import StructuredOutputsParams
+
 MAX_N = 4096  # samples per request; more is a mistake, not a workload
 MAX_LOGPROBS = 20
 
@@ -49,6 +51,8 @@ class SamplingParams:
     logprobs: int | None = None  # None: no logprobs; k >= 0: chosen token plus top-k alternatives
     ignore_eos: bool = False
     include_stop_str_in_output: bool = False
+    # Constrained output (JSON schema, regex, choice, grammar): see ponder.engine.structured.
+    structured_outputs: StructuredOutputsParams | None = None
 
     def __post_init__(self) -> None:
         # Accept a single stop string or any iterable, as vLLM does; store a tuple.
@@ -86,6 +90,11 @@ class SamplingParams:
             (
                 isinstance(self.include_stop_str_in_output, bool),
                 "include_stop_str_in_output must be a bool",
+            ),
+            (
+                self.structured_outputs is None
+                or isinstance(self.structured_outputs, StructuredOutputsParams),
+                "structured_outputs must be a StructuredOutputsParams or None",
             ),
         ]
         # Each message starts with the field it names.

@@ -63,6 +63,8 @@ class SGLangBackend(ImplicitBackend):
             "ignore_eos": p.ignore_eos,
             "no_stop_trim": True,  # keep the stop string in the text, as ponder's branches do
         }
+        if p.structured_outputs is not None:
+            params.update(sglang_constraint(p.structured_outputs))
         if call.seed is not None:
             params["sampling_seed"] = call.seed  # SGLang >= 0.5; n samples draw in turn
         out = await self.engine.async_generate(
@@ -97,3 +99,22 @@ def _eos_ids(config: dict, tokenizer) -> frozenset[int]:
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return frozenset(ids)
+
+
+def sglang_constraint(constraint) -> dict:
+    """A StructuredOutputsParams in SGLang's sampling_params names (json_schema, regex)."""
+    from ponder.engine.structured.patterns import choice_regex
+
+    kind = constraint.kind
+    if kind == "json":
+        return {"json_schema": constraint.json}
+    if kind == "json_object":
+        return {"json_schema": '{"type": "object"}'}
+    if kind == "regex":
+        return {"regex": constraint.regex}
+    if kind == "choice":
+        return {"regex": choice_regex(constraint.choice)}
+    raise ValueError(
+        "the SGLang backend takes json, json_object, regex and choice constraints: ponder's "
+        "grammar is Lark text (llguidance), SGLang reads EBNF"
+    )

@@ -72,9 +72,12 @@ class VLLMBackend(ImplicitBackend):
 
     async def _generate(self, call: GenerateCall, request_id: str) -> Generation:
         from vllm import SamplingParams, TokensPrompt
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         p = call.params
+        structured = None
+        if p.structured_outputs is not None:  # same names: vLLM compiles and applies it
+            structured = StructuredOutputsParams(**p.structured_outputs.to_vllm())
         params = SamplingParams(
             n=call.n,
             temperature=p.temperature,
@@ -88,6 +91,7 @@ class VLLMBackend(ImplicitBackend):
             seed=call.seed,
             logprobs=0,  # the sampled token's logprob: ponder's cumulative_logprob
             output_kind=RequestOutputKind.FINAL_ONLY,
+            structured_outputs=structured,
         )
         prompt = TokensPrompt(prompt_token_ids=list(call.prompt_ids))
         final = None

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from ponder.engine.protocol import Branch, SearchContext, SearchStats
 from ponder.engine.sampling_params import SamplingParams
+from ponder.engine.structured.params import StructuredOutputsParams
 from ponder.verifiers.aggregate import AGGREGATIONS, aggregate
 
 
@@ -68,7 +69,9 @@ class SearchRequest:
     result. A step ends at `step_delimiter` or after `max_step_tokens`; a solution has at most
     `max_steps` steps, and a whole-solution sample at most `max_tokens` (default
     max_steps * max_step_tokens) tokens. `question` is what verifiers see as the prompt (e.g. the
-    user message before a chat template wrapped it); by default the decoded prompt."""
+    user message before a chat template wrapped it); by default the decoded prompt.
+    `structured_outputs` constrains every sample (e.g. `task.answer_constraint()`); a
+    step-level strategy's steps continue the grammar state of the branch they extend."""
 
     prompt: str | tuple[int, ...]
     verifier: object | None = None  # a ponder.verifiers Verifier; None: unscored strategies only
@@ -86,6 +89,7 @@ class SearchRequest:
     extract_answer: Callable[[str], str | None] = _first_line
     reference: str | None = None  # reference answer / tests, for verifiers that need one
     question: str | None = None
+    structured_outputs: StructuredOutputsParams | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str):
@@ -120,7 +124,7 @@ class SearchRequest:
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"SearchRequest: {message}")
-        _ = self.sampling_params  # validates temperature, top_p, top_k (SamplingParams' rules)
+        _ = self.sampling_params  # validates temperature, top_p, top_k, structured_outputs
 
     @property
     def solution_tokens(self) -> int:
@@ -129,13 +133,15 @@ class SearchRequest:
 
     @property
     def sampling_params(self) -> SamplingParams:
-        """What the backend samples with: this request's temperature, top_p and top_k; n, the
-        seed and stopping stay with the request (a search opens one context per request)."""
+        """What the backend samples with: this request's temperature, top_p, top_k and
+        constraint; n, the seed and stopping stay with the request (a search opens one context
+        per request)."""
         return SamplingParams(
             temperature=self.temperature,
             top_p=self.top_p,
             top_k=self.top_k,
             max_tokens=self.solution_tokens,
+            structured_outputs=self.structured_outputs,
         )
 
 

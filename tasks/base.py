@@ -19,6 +19,9 @@ import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ponder.engine.structured.params import StructuredOutputsParams
+from ponder.engine.structured.patterns import answer_span_regex
+
 
 @dataclass(frozen=True, slots=True)
 class Item:
@@ -39,6 +42,20 @@ class Task(abc.ABC):
     # solution (sampling strategies) gets max_steps * max_step_tokens tokens at most.
     max_steps: int = 40
     max_step_tokens: int = 256
+    # The final-answer line, for constrained decoding: a line starting `answer_prefix` must be
+    # followed by text matching `answer_pattern`, and then the completion ends. None: no format.
+    answer_prefix: str | None = None
+    answer_pattern: str | None = None
+
+    def answer_constraint(self) -> StructuredOutputsParams | None:
+        """A constraint over the whole completion that leaves the reasoning lines free and pins
+        the answer line (`SamplingParams(structured_outputs=task.answer_constraint())`): every
+        finished sample then has an answer `extract_answer` can read. Step-level searches carry
+        the grammar state from step to step, so it constrains their steps consistently."""
+        if self.answer_prefix is None or self.answer_pattern is None:
+            return None
+        regex = answer_span_regex(self.answer_prefix, self.answer_pattern, self.step_delimiter)
+        return StructuredOutputsParams(regex=regex)
 
     @abc.abstractmethod
     def items(self, limit: int, seed: int) -> list[Item]:

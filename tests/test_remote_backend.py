@@ -248,3 +248,21 @@ def test_cli_backend_flags_are_checked(tmp_path):
     assert bad.exit_code == 2 and "--url goes with --backend remote" in bad.output
     bad = CliRunner().invoke(main, ["eval", "--backend", "remote", "--limit", "1", "--out", out])
     assert bad.exit_code == 2 and "--url goes with --backend remote" in bad.output
+
+
+def test_a_constraint_goes_in_vllms_field_and_only_from_roots(fake):
+    from ponder.engine.structured import StructuredOutputsParams
+
+    backend = RemoteBackend(fake.url, api_key="k")
+    params = SamplingParams(structured_outputs=StructuredOutputsParams(regex=r"[0-9]+\n"))
+
+    async def go():
+        async with backend.search(params, seed=1) as ctx:
+            (step,) = await ctx.extend([ctx.root("Q: 1+2\n")], max_tokens=16)
+            with pytest.raises(ValueError, match="restarts the grammar"):
+                await ctx.extend([step], max_tokens=16)
+
+    asyncio.run(go())
+    assert [b["structured_outputs"] for b in fake.bodies] == [{"regex": r"[0-9]+\n"}]
+    extend_once(backend, ["Q: 1+2\n"])  # unconstrained: the field is not sent
+    assert "structured_outputs" not in fake.bodies[-1]

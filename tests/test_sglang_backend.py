@@ -103,3 +103,15 @@ def test_greedy_sends_no_seed_and_bon_runs():
     result = asyncio.run(run(backend, "bon", request))
     assert result.answer == "7" and result.stats["samples"] == 4
     assert all("sampling_seed" not in params for _, params in backend.engine.calls)
+
+
+def test_constraints_in_sglang_names():
+    import pytest
+    from ponder.engine.sglang_backend import sglang_constraint
+    from ponder.engine.structured import StructuredOutputsParams as S
+
+    assert sglang_constraint(S(json={"type": "integer"})) == {"json_schema": '{"type":"integer"}'}
+    assert sglang_constraint(S(choice=["a", "b"])) == {"regex": "(a|b)"}
+    assert sglang_constraint(S(regex="[0-9]+")) == {"regex": "[0-9]+"}
+    with pytest.raises(ValueError, match="EBNF"):
+        sglang_constraint(S(grammar="start: 'a'"))

@@ -7,6 +7,7 @@ import re
 
 import pytest
 import torch
+from ponder.engine import SamplingParams
 from ponder.engine.structured import StructuredOutputsParams as S
 from ponder.engine.structured import bitmask, from_response_format, hooks
 from ponder.engine.structured.patterns import answer_span_regex, choice_regex, escape
@@ -48,6 +49,13 @@ def test_schema_is_canonical_and_hashable():
     b = S(json='{"type": "object", "a": {"type": "string"}, "b": 1}')
     assert a == b and hash(a) == hash(b)
     assert a.schema["type"] == "object" and a.kind == "json"
+
+
+def test_sampling_params_field_and_its_validation():
+    p = SamplingParams(structured_outputs=S(choice=["x", "y"]))
+    assert p.structured_outputs.choice == ("x", "y")
+    with pytest.raises(ValueError, match="structured_outputs"):
+        SamplingParams(structured_outputs={"regex": "a"})
 
 
 def test_to_vllm_uses_vllm_keyword_names():

@@ -156,3 +156,27 @@ def test_shared_strategies_run_on_vllm(backend, strategy, verifier, options):
         assert result.stats["samples"] >= 4 and result.stats["generated_tokens"] > 0
         assert result.answer is not None, (item.prompt, result)
     assert sum(task.is_correct(it, r.answer) for it, r in zip(items, results, strict=True)) >= 1
+
+
+def test_a_constraint_reaches_vllms_structured_outputs(backend):
+    """vLLM compiles and applies ponder's StructuredOutputsParams (same names): a regex
+    request matches it, and bon under the arith answer constraint finishes with answers that
+    parse."""
+    import re
+
+    from ponder.engine.structured import StructuredOutputsParams
+
+    rx = r"A: -?[0-9]{1,3}"
+    params = SamplingParams(
+        n=4, seed=0, max_tokens=16, structured_outputs=StructuredOutputsParams(regex=rx)
+    )
+    out = asyncio.run(backend.agenerate("Q: 41-7*3+12\n", params))
+    assert all(re.fullmatch(rx, o.text) for o in out.outputs), [o.text for o in out.outputs]
+    task = get_task("arith", level=4)
+    (item,) = task.items(1, seed=0)
+    request = SearchRequest(
+        prompt=item.prompt, verifier=make_verifier("arith_outcome"), n=8, temperature=1.5,
+        extract_answer=task.extract_answer, structured_outputs=task.answer_constraint(),
+    )  # fmt: skip
+    result = asyncio.run(run(backend, "bon", request))
+    assert all(c.answer is not None for c in result.candidates if c.finished)

@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass, field
 
 from ponder.apps.serve.config import ServerConfig
+from ponder.apps.serve.constraints import check_compiles, constraint_of
 from ponder.apps.serve.errors import bad_request
 from ponder.apps.serve.model_name import parse_model
 from ponder.apps.serve.schemas import ChatRequest, CompletionRequest, PonderSpec
@@ -89,6 +90,7 @@ def _sampling(body, config: ServerConfig, chat: bool) -> SamplingParams:
             stop=() if body.stop is None else body.stop,
             seed=body.seed,
             logprobs=logprobs,
+            structured_outputs=constraint_of(body),
         )
     except ValueError as exc:
         raise bad_request(str(exc)) from None
@@ -162,6 +164,7 @@ def _searches(spec, body, params, ids, question, config) -> tuple[list[SearchReq
                 max_step_tokens=spec.max_step_tokens or min(256, params.max_tokens),
                 budget=_budget(spec, config),
                 question=question,
+                structured_outputs=params.structured_outputs,
                 **extras,
             )  # fmt: skip
             for i in range(params.n)
@@ -176,6 +179,7 @@ def build_job(engine, body: CompletionRequest | ChatRequest, config: ServerConfi
     """The job a request asks for, or an APIError (400/404) saying what is wrong with it."""
     chat = isinstance(body, ChatRequest)
     params = _sampling(body, config, chat)
+    check_compiles(engine, body, params.structured_outputs)
     spec = _spec(body, config)
     ids, question = _prompt_ids(engine, body, chat)
     if spec is None:

@@ -58,6 +58,13 @@ class _Common(BaseModel):
     stream_options: StreamOptions | None = None
     user: str | None = None
     ponder: PonderSpec | None = None
+    # Output constraints (apps/serve/constraints.py checks them; at most one per request).
+    response_format: dict[str, Any] | None = None  # OpenAI
+    structured_outputs: dict[str, Any] | None = None  # vLLM: json, regex, choice, grammar
+    guided_json: dict[str, Any] | str | None = None  # vLLM's older names
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
 
 
 class CompletionRequest(_Common):

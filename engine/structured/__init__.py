@@ -9,11 +9,16 @@
 
 Importing this package loads no grammar library; a backend loads its library on first use.
 
-Status: the compilers, masks, state and response_format mapping are complete and tested here
-(bench/structured.py measured them on the engine they were written against), but the engine
-hooks (a `SamplingParams.structured_outputs` field, the grammar state on engine v2's handles,
-the mask call in the sampler) are not wired in this revision: engine v2 replaced the code they
-hooked into. Until they are, no engine request is constrained.
+How the engine uses it: `SamplingParams(structured_outputs=...)` is compiled on the caller's
+thread when a request or search context is opened (`Engine.grammars`, one GrammarCompiler per
+engine; a constraint the backend rejects is a ValueError there, never in the loop). Each root
+of a constrained context carries the start state (commands.NewRoot); a fork shares its
+handle's immutable state as it shares the blocks; a draw's sequence advances its own copy in
+the scheduler's postprocess (hooks.advance: "complete" or "dead end" end it cleanly, max_tokens
+gives "length"), after `core._sample` masked its logits row (hooks.apply_masks); the finished
+draw's handle keeps the state, so a search's next step continues the same grammar. Implicit
+backends (vLLM, SGLang, remote) pass the params on; their engines restart the grammar per
+request, so only whole solutions can be constrained there (engine/implicit.py).
 """
 
 from ponder.engine.structured.params import StructuredOutputsParams, from_response_format

@@ -5,7 +5,7 @@ caller never touches a table; it names branches by handle id (an int the caller 
 `fork` can return at once) and posts one of these commands. Commands run in the order they were
 posted, between steps, on the loop thread:
 
-    NewRoot(owner, handle, token_ids)     a branch of prompt tokens, no KV yet
+    NewRoot(owner, handle, token_ids, grammar)   a branch of prompt tokens, no KV yet
     Fork(owner, source, handles)          handles sharing the source's KV (ref counts +1)
     Release(owner, handles)               idempotent; frees what only those handles held
     Extend(owner, draws, release_inputs)  one continuation per Draw, each becoming a new handle
@@ -22,10 +22,13 @@ from __future__ import annotations
 
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ponder.engine.torch_backend.sampling import RowParams
 from ponder.engine.torch_backend.sequence import StopRule
+
+if TYPE_CHECKING:
+    from ponder.engine.structured.state import GrammarState
 
 
 def reply_future() -> Future:
@@ -96,6 +99,9 @@ class NewRoot:
     owner: int
     handle: int
     token_ids: tuple[int, ...]
+    # Constrained decoding: the grammar's start state (immutable; every draw continuing this
+    # root or a fork of it starts from it). None: unconstrained.
+    grammar: GrammarState | None = None
 
 
 @dataclass(frozen=True, slots=True)

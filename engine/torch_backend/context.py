@@ -11,6 +11,10 @@ Lifetime and cancellation: the context is one owner in the core. `close()` posts
 `async with`) awaits that without blocking the event loop; a context dropped without closing
 posts it from `__del__`. Cancelling an awaited `extend` posts a Cancel for exactly that call's
 draws, so nothing else is touched and nothing leaks.
+
+Constrained decoding: a context whose params carry `structured_outputs` compiles it here, on
+the caller's thread (a constraint the backend rejects is a ValueError at submission, never in
+the loop); each root starts the grammar, and the core carries the state along its handles.
 """
 
 from __future__ import annotations
@@ -62,6 +66,9 @@ class EngineContext(SearchContext):
         self._branches: dict[int, _BranchInfo] = {}
         self._draws = itertools.count()  # numbers the sampled sequences, for their seeds
         self._closed = False
+        self._grammar = None  # the start state every root of this context shares
+        if self.params.structured_outputs is not None:
+            self._grammar = engine.grammars.compile(self.params.structured_outputs).start()
 
     # ------------------------------------------------------------------ verbs
 
@@ -69,7 +76,7 @@ class EngineContext(SearchContext):
         self._check_open()
         ids = self.engine.prompt_ids(prompt)
         branch = Branch(self.engine.next_id(), None, len(ids), len(ids))
-        self.engine.loop.post(cmd.NewRoot(self.owner, branch.id, ids))
+        self.engine.loop.post(cmd.NewRoot(self.owner, branch.id, ids, self._grammar))
         self._branches[branch.id] = _BranchInfo(ids)
         self.stats.prompt_tokens += len(ids)
         return branch

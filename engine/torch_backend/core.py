@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from ponder.engine.structured import hooks as structured
 from ponder.engine.torch_backend import commands as cmd
 from ponder.engine.torch_backend.handles import Handle, HandleTable, Pending, Prefill
 from ponder.engine.torch_backend.kv_cache import BlockManager
@@ -108,8 +109,10 @@ class EngineCore:
         rows = batch.samplers
         if not rows:
             return None
+        logits = logits[batch.sample_rows]  # (S, V), a copy: masking it touches nothing shared
+        structured.apply_masks(logits, rows)  # constrained rows keep only allowed tokens
         return sample(
-            logits[batch.sample_rows],  # (S, V)
+            logits,
             [seq.params for seq in rows],
             [seq.generator for seq in rows],
             num_top=max(seq.num_top_logprobs for seq in rows),
@@ -184,7 +187,12 @@ class EngineCore:
         )
         self.handles.finish_prefill(prefill)
         source = Handle(
-            seq.owner, prefill.token_ids, seq.block_table, seq.num_computed, seq.num_hashed_blocks
+            seq.owner,
+            prefill.token_ids,
+            seq.block_table,
+            seq.num_computed,
+            seq.num_hashed_blocks,
+            grammar=prefill.grammar,
         )
         for pending in prefill.parked:
             self._start_draw(pending, source)
@@ -200,8 +208,8 @@ class EngineCore:
         """Apply one command (between steps). A caller's mistake lands in its reply."""
         self._stalled = False  # anything may have freed blocks or added work
         match command:
-            case cmd.NewRoot(owner, handle, token_ids):
-                self.handles.add(handle, Handle(owner, token_ids))
+            case cmd.NewRoot(owner, handle, token_ids, grammar):
+                self.handles.add(handle, Handle(owner, token_ids, grammar=grammar))
             case cmd.Fork(owner, source, handles):
                 self._fork(owner, source, handles)
             case cmd.Release(owner, handles):
@@ -268,7 +276,7 @@ class EngineCore:
             owner=handle.owner,
             computes_prompt=True,
         )
-        prefill = Prefill(seq, handle.token_ids, members={handle_id})
+        prefill = Prefill(seq, handle.token_ids, handle.grammar, members={handle_id})
         handle.prefill = prefill
         self._prefills[seq.seq_id] = prefill
         self.scheduler.add(seq)
@@ -294,6 +302,7 @@ class EngineCore:
             child=draw.child,
             num_hashed_blocks=source.num_hashed_blocks,
             computes_prompt=source.needs_prefill,
+            grammar=source.grammar,
         )
         self._draws[draw.child] = (seq, pending)
         self.scheduler.add(seq)

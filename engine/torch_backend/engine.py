@@ -24,6 +24,7 @@ import torch
 from ponder import embedded
 from ponder.engine.outputs import RequestOutput
 from ponder.engine.sampling_params import SamplingParams
+from ponder.engine.structured.compiler import DEFAULT_BACKEND, GrammarCompiler
 from ponder.engine.torch_backend import commands as cmd
 from ponder.engine.torch_backend import requests
 from ponder.engine.torch_backend.context import EngineContext
@@ -51,6 +52,7 @@ class Engine:
         device: str | None = None,
         dtype: torch.dtype | None = None,
         threads: int | None = None,
+        structured_backend: str = DEFAULT_BACKEND,
     ):
         self.model_path = Path(model_path)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -65,6 +67,12 @@ class Engine:
             per_block = ModelRunner.bytes_per_block(model.config, block_size, dtype)
             num_blocks = max(int(kv_cache_gb * 2**30 // per_block), 1)
         self.blocks = BlockManager(num_blocks, block_size)
+        self.grammars = GrammarCompiler(  # builds nothing until a request is constrained
+            self.tokenizer,
+            vocab_size=model.config.vocab_size,
+            eos_ids=self.eos_token_ids,
+            backend=structured_backend,
+        )
         runner = ModelRunner(model, num_blocks=num_blocks, block_size=block_size)
         self.core = EngineCore(
             runner,
@@ -245,12 +253,15 @@ class Engine:
         request_id = request_id or f"req-{next(self._request_ids)}"
         return requests.stream(self, prompt, params, request_id)
 
-    @staticmethod
-    def _check_params(params) -> SamplingParams:
+    def _check_params(self, params) -> SamplingParams:
+        """Validate a request's params; a constraint is compiled here, on the caller's thread
+        (cached), so one the backend rejects is a ValueError now, before a stream starts."""
         if params is None:
             return SamplingParams()
         if not isinstance(params, SamplingParams):
             raise ValueError(f"params must be a SamplingParams, got {type(params).__name__}")
+        if params.structured_outputs is not None:
+            self.grammars.compile(params.structured_outputs)
         return params
 
     def _eos_ids(self, config: dict) -> frozenset[int]:

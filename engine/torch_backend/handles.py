@@ -11,16 +11,24 @@ handle forked from it meanwhile are the prefill's `members`, and draws that arri
 `parked` on it. When the prefill finishes, each live member and each parked draw forks its table
 and the prefill's own reference is dropped: ref counts in the block manager are the only count.
 
+Constrained decoding: a handle carries the immutable grammar state after its tokens. A fork
+shares it, as it shares the blocks (copy-on-write: a draw's first token makes a new state and
+leaves the shared one untouched); a finished draw's handle takes its sequence's state.
+
 Only the engine loop's thread touches this module (through EngineCore); it is not thread-safe.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ponder.engine.torch_backend.commands import Draw, Sink
 from ponder.engine.torch_backend.kv_cache import BlockManager
 from ponder.engine.torch_backend.sequence import Sequence
+
+if TYPE_CHECKING:
+    from ponder.engine.structured.state import GrammarState
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +48,7 @@ class Prefill:
 
     seq: Sequence  # computes token_ids[:-1]
     token_ids: tuple[int, ...]  # the root's tokens
+    grammar: GrammarState | None  # the root's grammar state, for the parked draws
     members: set[int] = field(default_factory=set)  # handles waiting for this KV
     parked: list[Pending] = field(default_factory=list)
 
@@ -56,6 +65,7 @@ class Handle:
     num_computed: int = 0
     num_hashed_blocks: int = 0
     prefill: Prefill | None = None  # set while a prefill computes this handle's tokens
+    grammar: GrammarState | None = None  # constrained decoding: the state after token_ids
 
     @property
     def needs_prefill(self) -> bool:
@@ -96,7 +106,14 @@ class HandleTable:
         table, seq.block_table = seq.block_table, []
         self.add(
             seq.child,
-            Handle(seq.owner, tuple(seq.token_ids), table, seq.num_computed, seq.num_hashed_blocks),
+            Handle(
+                seq.owner,
+                tuple(seq.token_ids),
+                table,
+                seq.num_computed,
+                seq.num_hashed_blocks,
+                grammar=seq.grammar,
+            ),
         )
 
     def fork(self, source_id: int, handle_ids: tuple[int, ...], owner: int) -> None:
@@ -109,6 +126,7 @@ class HandleTable:
                 source.num_computed,
                 source.num_hashed_blocks,
                 source.prefill,
+                source.grammar,  # shared, like the blocks: states are immutable
             )
             if source.prefill is not None:
                 source.prefill.members.add(handle_id)

@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ponder.engine.structured import hooks as structured
 from ponder.engine.torch_backend.kv_cache import BlockManager
 from ponder.engine.torch_backend.model_runner import ForwardInput
 from ponder.engine.torch_backend.sampling import SampleOutput
@@ -236,7 +237,9 @@ class Scheduler:
                 finished.append(seq)
         for k, seq in enumerate(batch.samplers):
             self._append(seq, sampled, k)
-            verdict = seq.stop.check(seq.new_token_ids, decode)
+            # The grammar moves first (a complete text or a dead end ends the sequence); then
+            # the stop rule (EOS, stop strings, max_tokens -> "length").
+            verdict = structured.advance(seq) or seq.stop.check(seq.new_token_ids, decode)
             if verdict is not None:
                 seq.finish_reason, seq.stop_reason = self._reason(seq, *verdict), verdict[1]
                 finished.append(seq)

@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from ponder.engine.torch_backend.sampling import RowParams
 from ponder.engine.torch_backend.stop import StopRule  # noqa: F401  (re-exported)
+
+if TYPE_CHECKING:
+    from ponder.engine.structured.state import GrammarState
 
 
 class Status(enum.Enum):
@@ -39,6 +43,7 @@ class Sequence:
     owner: int = 0  # the search or request it belongs to (fair scheduling, accounting)
     child: int = -1  # the handle id its result becomes (-1: a prefill)
     num_hashed_blocks: int = 0  # leading blocks of the table already in the prefix cache
+    grammar: GrammarState | None = None  # constrained decoding: the state after token_ids
     status: Status = Status.WAITING
     finish_reason: str | None = None
     stop_reason: int | str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ponder.tasks.arith.problems import (
+    ANSWER_PREFIX,
     DEFAULT_LEVEL,
     LEVELS,
     SPLITS,
@@ -18,6 +19,8 @@ class ArithTask(Task):
     outcome_verifier = "arith_outcome"
     process_verifier = "arith_step"
     step_delimiter = STEP_DELIMITER
+    answer_prefix = ANSWER_PREFIX
+    answer_pattern = r"-?[0-9]{1,9}"
 
     def __init__(self, level: int = DEFAULT_LEVEL, split: str = "heldout"):
         if level not in LEVELS:
