@@ -5,6 +5,7 @@ convention, usage figures, auth, metrics, and OpenAI-style errors for bad input.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -59,6 +60,32 @@ def test_chat_stream_with_usage(server):
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert "A:" in text
     assert chunks[-1].usage.completion_tokens > 0 and not chunks[-1].choices
+
+
+def _ttft_sum(server) -> float:
+    text = httpx.get(server.url + "/metrics", headers=AUTH).text
+    name = 'ponder_time_to_first_token_seconds_sum{strategy="plain"}'
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_plain_stream_sends_tokens_as_they_are_sampled(server):
+    kwargs = {"model": MODEL, "prompt": "Q: 12+7*3-5+8*9-3\n", "max_tokens": 64, "n": 2, "seed": 5}
+    whole = server.client().completions.create(**kwargs)
+    ttft_before, started = _ttft_sum(server), time.perf_counter()
+    options = {"include_usage": True}
+    chunks = list(server.client().completions.create(**kwargs, stream=True, stream_options=options))
+    wall = time.perf_counter() - started
+    texts, reasons = ["", ""], [[], []]
+    for chunk in chunks[:-1]:
+        (choice,) = chunk.choices
+        texts[choice.index] += choice.text
+        reasons[choice.index].append(choice.finish_reason)
+    assert texts == [c.text for c in whole.choices]  # the same seed, now in many deltas
+    for r in reasons:  # several deltas per choice, the finish reason on the last only
+        assert len(r) > 3 and r[-1] in ("stop", "length") and not any(r[:-1])
+    assert not chunks[-1].choices
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert 0 < _ttft_sum(server) - ttft_before < wall / 2  # the first token came early
 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))

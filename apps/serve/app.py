@@ -35,7 +35,7 @@ from ponder.apps.serve.requests import Job, build_job
 from ponder.apps.serve.responses import chat_body, completion_body
 from ponder.apps.serve.runner import run_job
 from ponder.apps.serve.schemas import ChatRequest, CompletionRequest
-from ponder.apps.serve.streaming import event_stream
+from ponder.apps.serve.streaming import StreamRequest, event_stream
 from starlette.exceptions import HTTPException
 
 
@@ -95,7 +95,8 @@ async def _complete(state: ServerState, request: Request, body, route: str) -> R
     top = (body.top_logprobs or 0) if chat else 0
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return event_stream(state, job, request_id, body.model, route, include_usage, top, ticket)
+        req = StreamRequest(request_id, body.model, route, include_usage, top, started)
+        return event_stream(state, job, req, ticket)
     try:
         task = asyncio.ensure_future(run_job(state.engine, job, request_id))
         outcome = await _until_done_or_gone(request, task)
