@@ -127,7 +127,13 @@ def test_streamed_search_sends_progress_that_clients_skip(server):
     with httpx.stream("POST", server.url + "/v1/completions", json=body, headers=AUTH) as r:
         lines = list(r.iter_lines())
     progress = [json.loads(x.split(" ", 2)[2]) for x in lines if x.startswith(": ponder.progress")]
-    assert progress and "generated_tokens" in progress[-1]
+    assert progress, lines
+    tokens = [p["generated_tokens"] for p in progress]
+    assert tokens == sorted(tokens) and tokens[-1] > 0
+    assert max(p["step"] for p in progress) >= 1
+    assert any(p["live_branches"] for p in progress)
+    scored = [p for p in progress if p["best_score"] is not None]
+    assert all(p["verifier_calls"] > 0 for p in scored)
     assert lines[-1] == "data: [DONE]" or "data: [DONE]" in lines
     stream = server.client().completions.create(
         model=MODEL, prompt=body["prompt"], max_tokens=96, stream=True,

@@ -147,9 +147,22 @@ async def run_job(engine, job: Job, request_id: str, on_context=None) -> Outcome
 
 
 def progress(contexts: list, started: float, now: float) -> dict:
-    """A snapshot of a running search from its live contexts' accounting."""
-    live = sum_stats([c.stats.as_dict() for c in contexts])
-    return {"elapsed_s": round(now - started, 3), "searches_open": len(contexts), **live}
+    """A snapshot of a running job from its contexts' `progress()` (one context per search):
+    `step` is the furthest search's extend count, `best_score` the best over searches, the
+    rest are sums. Generated tokens move while an extend runs on ponder's engine; other
+    backends count them when it returns."""
+    each = [c.progress() for c in contexts]
+    scores = [p.best_score for p in each if p.best_score is not None]
+    live = [p.live_branches for p in each if p.live_branches is not None]
+    return {
+        "elapsed_s": round(now - started, 3),
+        "searches": len(each),
+        "step": max((p.extend_calls for p in each), default=0),
+        "live_branches": sum(live) if live else None,
+        "best_score": max(scores, default=None),
+        "generated_tokens": sum(p.generated_tokens for p in each),
+        "verifier_calls": sum(p.verifier_calls for p in each),
+    }
 
 
 async def stream_search(
