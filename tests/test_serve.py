@@ -88,6 +88,40 @@ def test_plain_stream_sends_tokens_as_they_are_sampled(server):
     assert 0 < _ttft_sum(server) - ttft_before < wall / 2  # the first token came early
 
 
+def test_batched_prompts_are_indexed_prompt_major(server):
+    prompts = ["Q: 1+2\n", "Q: 12+7*3-5\n"]
+    kwargs = {"model": MODEL, "max_tokens": 32, "n": 2, "seed": 7}
+    singles = [server.client().completions.create(prompt=p, **kwargs) for p in prompts]
+    batch = server.client().completions.create(prompt=prompts, **kwargs)
+    assert [c.index for c in batch.choices] == [0, 1, 2, 3]
+    assert [c.text for c in batch.choices] == [c.text for s in singles for c in s.choices]
+    assert batch.usage.completion_tokens == sum(s.usage.completion_tokens for s in singles)
+    assert batch.usage.prompt_tokens == sum(s.usage.prompt_tokens for s in singles)
+    ids = [list(server.engine.encode(p)) for p in prompts]
+    by_ids = server.client().completions.create(prompt=ids, **kwargs)
+    assert [c.text for c in by_ids.choices] == [c.text for c in batch.choices]
+    stream = server.client().completions.create(prompt=prompts, stream=True, **kwargs)
+    texts = ["", "", "", ""]
+    for chunk in stream:
+        texts[chunk.choices[0].index] += chunk.choices[0].text
+    assert texts == [c.text for c in batch.choices]
+    search = server.client().completions.create(
+        prompt=prompts, **kwargs, extra_body={"ponder": {"strategy": "bon", "n": 4}}
+    )
+    details = search.model_extra["ponder"]
+    assert [s["prompt_index"] for s in details["searches"]] == [0, 0, 1, 1]
+    assert [c.index for c in search.choices] == list(range(len(search.choices)))
+    spent = sum(s["stats"]["generated_tokens"] for s in details["searches"])
+    assert search.usage.completion_tokens == spent
+    streamed = server.client().completions.create(
+        prompt=prompts, stream=True, **kwargs, extra_body={"ponder": {"strategy": "bon", "n": 4}}
+    )
+    got = {c.choices[0].index: c.choices[0].text for c in streamed if c.choices}
+    assert got == {c.index: c.text for c in search.choices}
+    with pytest.raises(openai.BadRequestError, match="prompts"):
+        server.client().completions.create(prompt=prompts * 3, **kwargs)  # 12 choices > max_n
+
+
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_every_strategy_through_the_body_field(server, strategy):
     options = {"k": 2} if strategy == "bom" else {}
@@ -206,6 +240,14 @@ def test_malformed_bodies(server):
         assert r.status_code == 400 and "error" in r.json(), (content, r.text)
     r = post(b'{"model": "' + b"x" * 2_000_000 + b'"}')
     assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+
+    def chunked(size: int):  # a generator body is sent chunked, without Content-Length
+        yield b'{"model": "' + b"x" * size + b'", "messages": [{"role": "user", "content": "Q"}]}'
+
+    r = post(chunked(2_000_000))
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large", r.text
+    r = post(chunked(10))  # a small chunked body passes through whole
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found", r.text
     with pytest.raises(openai.NotFoundError):
         server.client().completions.create(model="gpt-4", prompt=PROMPT)
 

@@ -13,9 +13,10 @@ import json
 import time
 from dataclasses import dataclass
 
+from ponder.apps.serve.batch import stream_jobs
 from ponder.apps.serve.errors import APIError
 from ponder.apps.serve.responses import chat_chunks, completion_chunk, usage_chunk
-from ponder.apps.serve.runner import Choice, Outcome, stream_job
+from ponder.apps.serve.runner import Choice, Outcome
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 
@@ -41,11 +42,11 @@ def _chunks(state, choice: Choice, req: StreamRequest, first: bool) -> list:
     return [completion_chunk(req.request_id, req.model, choice, state.engine)]
 
 
-async def _events(state, job, req: StreamRequest, ticket):
-    metrics, label = state.metrics, job.label
+async def _events(state, jobs, req: StreamRequest, ticket):
+    metrics, label = state.metrics, jobs[0].label
     seen: set[int] = set()  # choice indices that have sent a delta
     status = "cancelled"
-    items = stream_job(state.engine, job, req.request_id, state.config.progress_interval_s)
+    items = stream_jobs(state.engine, jobs, req.request_id, state.config.progress_interval_s)
     try:
         async for item in items:
             if isinstance(item, dict):
@@ -75,5 +76,6 @@ async def _events(state, job, req: StreamRequest, ticket):
         metrics.requests.labels(req.route, label, status).inc()
 
 
-def event_stream(state, job, req: StreamRequest, ticket) -> EventSourceResponse:
-    return EventSourceResponse(_events(state, job, req, ticket), sep="\n", ping=15)
+def event_stream(state, jobs, req: StreamRequest, ticket) -> EventSourceResponse:
+    """The SSE response of a request's jobs (one per prompt, batch.py)."""
+    return EventSourceResponse(_events(state, jobs, req, ticket), sep="\n", ping=15)
