@@ -153,6 +153,9 @@ class FakeContext(SearchContext):
         for b in branches:
             self._tokens.pop(b.id, None)
 
+    def live_branches(self) -> int:
+        return len(self._tokens)
+
     def tokens(self, branch: Branch) -> tuple[int, ...]:
         return self._get(branch)
 

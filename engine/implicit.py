@@ -290,6 +290,9 @@ class ImplicitContext(SearchContext):
             self._logprobs.pop(b.id, None)
             self._stop_reasons.pop(b.id, None)
 
+    def live_branches(self) -> int:
+        return len(self._tokens)
+
     def tokens(self, branch: Branch) -> tuple[int, ...]:
         return self._get(branch)
 

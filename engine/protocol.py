@@ -7,6 +7,7 @@
     release(branches)                       idempotent; frees what only those branches held
     tokens(branch) / text(branch)           the branch's token ids / its text after the prompt
     await score(branches, verifier, ref)    verifier scores of the branches' texts (counted)
+    progress()              -> SearchProgress  the search so far, cheap enough to poll
 
 A Branch is an immutable handle; the KV blocks behind it live in the backend. A branch may be
 extended many times (each call samples afresh); passing the same branch k times to one extend
@@ -122,10 +123,34 @@ class SearchStats:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class SearchProgress:
+    """A running search at a glance: what `SearchContext.progress()` returns (a server polls it
+    for progress events)."""
+
+    extend_calls: int  # the search's step count so far
+    live_branches: int | None  # branches held, not yet released (draws still running are not
+    # branches yet); None: the backend cannot say
+    best_score: float | None  # the highest last-step score any `score` call returned so far
+    generated_tokens: int  # stats.generated_tokens plus, where the backend streams, the tokens
+    # of extends still running (ponder's engine); other backends count at extend granularity
+    verifier_calls: int
+
+    def as_dict(self) -> dict:
+        return {
+            "extend_calls": self.extend_calls,
+            "live_branches": self.live_branches,
+            "best_score": self.best_score,
+            "generated_tokens": self.generated_tokens,
+            "verifier_calls": self.verifier_calls,
+        }
+
+
 class SearchContext(abc.ABC):
     """What a backend implements for strategies. See the module docstring for the contract."""
 
     stats: SearchStats
+    _best_score: float | None = None  # the default until `score` sees one (then per instance)
 
     @abc.abstractmethod
     def root(self, prompt: str | Sequence[int]) -> Branch: ...
@@ -178,7 +203,30 @@ class SearchContext(abc.ABC):
                 f"verifier {getattr(verifier, 'name', verifier)!r} returned {len(scores)} "
                 f"score lists for {len(branches)} candidates"
             )
+        last = [steps[-1] for steps in scores if len(steps)]
+        if last and (self._best_score is None or max(last) > self._best_score):
+            self._best_score = float(max(last))
         return scores
+
+    def live_branches(self) -> int | None:
+        """How many branches are not yet released; None where a backend cannot say cheaply."""
+        return None
+
+    def tokens_in_flight(self) -> int:
+        """Tokens sampled by extends still running (not yet in `stats.generated_tokens`); 0 for
+        a backend that only learns its tokens when an extend returns."""
+        return 0
+
+    def progress(self) -> SearchProgress:
+        """The search so far; cheap (no engine round trip), so a server may poll it."""
+        s = self.stats
+        return SearchProgress(
+            extend_calls=s.extend_calls,
+            live_branches=self.live_branches(),
+            best_score=self._best_score,
+            generated_tokens=s.generated_tokens + self.tokens_in_flight(),
+            verifier_calls=s.verifier_calls,
+        )
 
     @abc.abstractmethod
     def close(self) -> None:

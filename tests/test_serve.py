@@ -5,6 +5,7 @@ convention, usage figures, auth, metrics, and OpenAI-style errors for bad input.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -61,6 +62,66 @@ def test_chat_stream_with_usage(server):
     assert chunks[-1].usage.completion_tokens > 0 and not chunks[-1].choices
 
 
+def _ttft_sum(server) -> float:
+    text = httpx.get(server.url + "/metrics", headers=AUTH).text
+    name = 'ponder_time_to_first_token_seconds_sum{strategy="plain"}'
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_plain_stream_sends_tokens_as_they_are_sampled(server):
+    kwargs = {"model": MODEL, "prompt": "Q: 12+7*3-5+8*9-3\n", "max_tokens": 64, "n": 2, "seed": 5}
+    whole = server.client().completions.create(**kwargs)
+    ttft_before, started = _ttft_sum(server), time.perf_counter()
+    options = {"include_usage": True}
+    chunks = list(server.client().completions.create(**kwargs, stream=True, stream_options=options))
+    wall = time.perf_counter() - started
+    texts, reasons = ["", ""], [[], []]
+    for chunk in chunks[:-1]:
+        (choice,) = chunk.choices
+        texts[choice.index] += choice.text
+        reasons[choice.index].append(choice.finish_reason)
+    assert texts == [c.text for c in whole.choices]  # the same seed, now in many deltas
+    for r in reasons:  # several deltas per choice, the finish reason on the last only
+        assert len(r) > 3 and r[-1] in ("stop", "length") and not any(r[:-1])
+    assert not chunks[-1].choices
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert 0 < _ttft_sum(server) - ttft_before < wall / 2  # the first token came early
+
+
+def test_batched_prompts_are_indexed_prompt_major(server):
+    prompts = ["Q: 1+2\n", "Q: 12+7*3-5\n"]
+    kwargs = {"model": MODEL, "max_tokens": 32, "n": 2, "seed": 7}
+    singles = [server.client().completions.create(prompt=p, **kwargs) for p in prompts]
+    batch = server.client().completions.create(prompt=prompts, **kwargs)
+    assert [c.index for c in batch.choices] == [0, 1, 2, 3]
+    assert [c.text for c in batch.choices] == [c.text for s in singles for c in s.choices]
+    assert batch.usage.completion_tokens == sum(s.usage.completion_tokens for s in singles)
+    assert batch.usage.prompt_tokens == sum(s.usage.prompt_tokens for s in singles)
+    ids = [list(server.engine.encode(p)) for p in prompts]
+    by_ids = server.client().completions.create(prompt=ids, **kwargs)
+    assert [c.text for c in by_ids.choices] == [c.text for c in batch.choices]
+    stream = server.client().completions.create(prompt=prompts, stream=True, **kwargs)
+    texts = ["", "", "", ""]
+    for chunk in stream:
+        texts[chunk.choices[0].index] += chunk.choices[0].text
+    assert texts == [c.text for c in batch.choices]
+    search = server.client().completions.create(
+        prompt=prompts, **kwargs, extra_body={"ponder": {"strategy": "bon", "n": 4}}
+    )
+    details = search.model_extra["ponder"]
+    assert [s["prompt_index"] for s in details["searches"]] == [0, 0, 1, 1]
+    assert [c.index for c in search.choices] == list(range(len(search.choices)))
+    spent = sum(s["stats"]["generated_tokens"] for s in details["searches"])
+    assert search.usage.completion_tokens == spent
+    streamed = server.client().completions.create(
+        prompt=prompts, stream=True, **kwargs, extra_body={"ponder": {"strategy": "bon", "n": 4}}
+    )
+    got = {c.choices[0].index: c.choices[0].text for c in streamed if c.choices}
+    assert got == {c.index: c.text for c in search.choices}
+    with pytest.raises(openai.BadRequestError, match="prompts"):
+        server.client().completions.create(prompt=prompts * 3, **kwargs)  # 12 choices > max_n
+
+
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_every_strategy_through_the_body_field(server, strategy):
     options = {"k": 2} if strategy == "bom" else {}
@@ -100,7 +161,13 @@ def test_streamed_search_sends_progress_that_clients_skip(server):
     with httpx.stream("POST", server.url + "/v1/completions", json=body, headers=AUTH) as r:
         lines = list(r.iter_lines())
     progress = [json.loads(x.split(" ", 2)[2]) for x in lines if x.startswith(": ponder.progress")]
-    assert progress and "generated_tokens" in progress[-1]
+    assert progress, lines
+    tokens = [p["generated_tokens"] for p in progress]
+    assert tokens == sorted(tokens) and tokens[-1] > 0
+    assert max(p["step"] for p in progress) >= 1
+    assert any(p["live_branches"] for p in progress)
+    scored = [p for p in progress if p["best_score"] is not None]
+    assert all(p["verifier_calls"] > 0 for p in scored)
     assert lines[-1] == "data: [DONE]" or "data: [DONE]" in lines
     stream = server.client().completions.create(
         model=MODEL, prompt=body["prompt"], max_tokens=96, stream=True,
@@ -173,6 +240,14 @@ def test_malformed_bodies(server):
         assert r.status_code == 400 and "error" in r.json(), (content, r.text)
     r = post(b'{"model": "' + b"x" * 2_000_000 + b'"}')
     assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+
+    def chunked(size: int):  # a generator body is sent chunked, without Content-Length
+        yield b'{"model": "' + b"x" * size + b'", "messages": [{"role": "user", "content": "Q"}]}'
+
+    r = post(chunked(2_000_000))
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large", r.text
+    r = post(chunked(10))  # a small chunked body passes through whole
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found", r.text
     with pytest.raises(openai.NotFoundError):
         server.client().completions.create(model="gpt-4", prompt=PROMPT)
 

@@ -4,6 +4,7 @@ of its own OpenAPI description with zero 5xx."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -59,6 +60,26 @@ def test_disconnects_cancel_searches_and_free_kv():
         asyncio.run(load())
         assert httpx.get(server.url + "/health").status_code == 200
         assert _wait_idle(server.engine, baseline, 20) == baseline
+
+
+def test_a_plain_stream_left_mid_way_is_aborted_and_frees_its_blocks():
+    with running_server(server_config()) as server:
+        baseline = server.engine.kv_stats.used
+        body = {"model": "ponder-embedded", "prompt": HARD, "max_tokens": 128, "n": 8,
+                "stream": True}  # fmt: skip
+        with httpx.stream("POST", server.url + "/v1/completions", json=body, headers=AUTH) as r:
+            data = (line for line in r.iter_lines() if line.startswith("data: {"))
+            first = [json.loads(next(data)[6:]) for _ in range(3)]
+        assert all(c["choices"][0]["finish_reason"] is None for c in first)  # left mid-way
+        assert _wait_idle(server.engine, baseline, 20) == baseline
+        assert server.engine.live_handles == 0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            text = httpx.get(server.url + "/metrics", headers=AUTH).text
+            if 'route="completions",status="cancelled",strategy="plain"' in text:
+                break
+            time.sleep(0.1)
+        assert 'route="completions",status="cancelled",strategy="plain"' in text
 
 
 def test_full_queue_gets_429_or_503_never_500():

@@ -2,10 +2,10 @@
 
     GET /health  GET /v1/models  GET /metrics  POST /v1/completions  POST /v1/chat/completions
 
-Each completion request is parsed (schemas.py), turned into a Job with every limit checked
-(requests.py), admitted (admission.py), run (runner.py) and formatted (responses.py); streamed
-ones go out as SSE (streaming.py). A client that disconnects cancels its job. The app does not
-own the engine: whoever made it closes it.
+Each completion request is parsed (schemas.py), turned into a Job (one per prompt of a batch,
+batch.py) with every limit checked (requests.py), admitted (admission.py), run (runner.py) and
+formatted (responses.py); streamed ones go out as SSE (streaming.py). A client that disconnects
+cancels its job. The app does not own the engine: whoever made it closes it.
 """
 
 import asyncio
@@ -21,6 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 # no `from __future__ import annotations`: FastAPI reads the auth dependency's annotation live
 from ponder.apps.serve.admission import Admission
+from ponder.apps.serve.batch import per_prompt, run_jobs
 from ponder.apps.serve.body_limit import BodyLimit
 from ponder.apps.serve.config import ServerConfig
 from ponder.apps.serve.errors import (
@@ -31,11 +32,10 @@ from ponder.apps.serve.errors import (
     value_error_handler,
 )
 from ponder.apps.serve.metrics import Metrics
-from ponder.apps.serve.requests import Job, build_job
+from ponder.apps.serve.requests import build_job
 from ponder.apps.serve.responses import chat_body, completion_body
-from ponder.apps.serve.runner import run_job
 from ponder.apps.serve.schemas import ChatRequest, CompletionRequest
-from ponder.apps.serve.streaming import event_stream
+from ponder.apps.serve.streaming import StreamRequest, event_stream
 from starlette.exceptions import HTTPException
 
 
@@ -86,8 +86,9 @@ async def _complete(state: ServerState, request: Request, body, route: str) -> R
     prefix = "chatcmpl" if chat else "cmpl"
     request_id = f"{prefix}-{uuid.uuid4().hex[:24]}"
     try:
-        job: Job = build_job(state.engine, body, state.config)
-        label = job.label
+        bodies = [body] if chat else per_prompt(body, state.config.limits.max_n)
+        jobs = [build_job(state.engine, b, state.config) for b in bodies]
+        label = jobs[0].label
         ticket = await state.admission.acquire()
     except APIError as exc:
         metrics.requests.labels(route, label, str(exc.status)).inc()
@@ -95,9 +96,10 @@ async def _complete(state: ServerState, request: Request, body, route: str) -> R
     top = (body.top_logprobs or 0) if chat else 0
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return event_stream(state, job, request_id, body.model, route, include_usage, top, ticket)
+        req = StreamRequest(request_id, body.model, route, include_usage, top, started)
+        return event_stream(state, jobs, req, ticket)
     try:
-        task = asyncio.ensure_future(run_job(state.engine, job, request_id))
+        task = asyncio.ensure_future(run_jobs(state.engine, jobs, request_id))
         outcome = await _until_done_or_gone(request, task)
     finally:
         ticket.release()

@@ -103,13 +103,18 @@ def completion_chunk(request_id: str, model: str, choice: Choice, engine) -> dic
     return body
 
 
-def chat_chunks(request_id: str, model: str, choice: Choice, engine, top: int) -> list[dict]:
-    """A role delta, the content delta and the finish delta of one choice."""
-    deltas = [
-        ({"role": "assistant", "content": ""}, None, None),
-        ({"content": choice.text}, None, chat_logprobs(engine, choice, top)),
-        ({}, choice.finish_reason, None),
-    ]
+def chat_chunks(
+    request_id: str, model: str, choice: Choice, engine, top: int, first: bool
+) -> list[dict]:
+    """The chunks of one delta of one choice: the role (on the choice's `first` delta), the new
+    content (when there is any), and the finish reason (on its last delta)."""
+    deltas = []
+    if first:
+        deltas.append(({"role": "assistant", "content": ""}, None, None))
+    if choice.text or choice.logprobs:
+        deltas.append(({"content": choice.text}, None, chat_logprobs(engine, choice, top)))
+    if choice.finish_reason is not None:
+        deltas.append(({}, choice.finish_reason, None))
     chunks = []
     for delta, reason, logprobs in deltas:
         body = _envelope("chat.completion.chunk", request_id, model)

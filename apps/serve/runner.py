@@ -3,15 +3,16 @@
     outcome = await run_job(engine, job, request_id, on_context=contexts.append)
 
 Plain jobs call `engine.agenerate`; search jobs call `ponder.strategies.run` once per choice
-group, all awaited together so they share the engine's batching. `stream_plain` is the one
-place that decides how plain text is streamed: today it yields each whole completion when done
-(the engine has no token iterator yet); swapping in `engine.stream` changes only that function.
-Cancelling the awaiting task cancels the search (each context is released on exit).
+group, all awaited together so they share the engine's batching. Streamed plain jobs iterate
+`engine.stream` (text deltas as tokens are sampled); streamed searches report the live contexts'
+`progress()` while they run. Cancelling the awaiting task (or closing a stream) cancels the
+work, and the engine frees exactly the blocks it held.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -27,8 +28,8 @@ STAT_KEYS = (
 @dataclass(frozen=True, slots=True)
 class Choice:
     index: int
-    text: str
-    finish_reason: str
+    text: str  # the whole text, or in a stream the new text since the last delta
+    finish_reason: str | None  # None: a stream delta of a completion still running
     token_ids: tuple[int, ...] = ()
     logprobs: list[dict] | None = None  # per token: {token id: Logprob}, the chosen one included
 
@@ -67,14 +68,26 @@ async def run_plain(engine, job: Job, request_id: str) -> Outcome:
 
 
 async def stream_plain(engine, job: Job, request_id: str) -> AsyncIterator[Choice | Outcome]:
-    """Deltas of a plain job (Choices, each carrying new text), then the Outcome.
+    """Deltas of a plain job as the engine samples them (a Choice per completion that advanced,
+    carrying its new text; `finish_reason` on its last), then the Outcome.
 
-    The one function to change when the engine offers a token iterator (`engine.stream`): for
-    now every choice arrives as one delta when its completion is done."""
-    outcome = await run_plain(engine, job, request_id)
-    for choice in outcome.choices:
-        yield choice
-    yield outcome
+    Closing this iterator closes the engine's stream, which aborts the request and frees its
+    blocks. A request for logprobs streams each completion whole when it is done: the engine's
+    stream deltas carry no logprobs (so does a backend without `stream`)."""
+    if job.params.logprobs is not None or not hasattr(engine, "stream"):
+        outcome = await run_plain(engine, job, request_id)
+        for choice in outcome.choices:
+            yield choice
+        yield outcome
+        return
+    stream = engine.stream(job.prompt_ids, job.params, request_id=request_id)
+    async with contextlib.aclosing(stream) as outputs:
+        async for out in outputs:
+            for o in out.outputs:
+                if o.text or o.finish_reason is not None:
+                    yield Choice(o.index, o.text, o.finish_reason, tuple(o.token_ids))
+            if out.finished:
+                yield Outcome([], sum_stats([out.metrics]))
 
 
 def _choices(result: SearchResult, start: int) -> list[Choice]:
@@ -134,9 +147,22 @@ async def run_job(engine, job: Job, request_id: str, on_context=None) -> Outcome
 
 
 def progress(contexts: list, started: float, now: float) -> dict:
-    """A snapshot of a running search from its live contexts' accounting."""
-    live = sum_stats([c.stats.as_dict() for c in contexts])
-    return {"elapsed_s": round(now - started, 3), "searches_open": len(contexts), **live}
+    """A snapshot of a running job from its contexts' `progress()` (one context per search):
+    `step` is the furthest search's extend count, `best_score` the best over searches, the
+    rest are sums. Generated tokens move while an extend runs on ponder's engine; other
+    backends count them when it returns."""
+    each = [c.progress() for c in contexts]
+    scores = [p.best_score for p in each if p.best_score is not None]
+    live = [p.live_branches for p in each if p.live_branches is not None]
+    return {
+        "elapsed_s": round(now - started, 3),
+        "searches": len(each),
+        "step": max((p.extend_calls for p in each), default=0),
+        "live_branches": sum(live) if live else None,
+        "best_score": max(scores, default=None),
+        "generated_tokens": sum(p.generated_tokens for p in each),
+        "verifier_calls": sum(p.verifier_calls for p in each),
+    }
 
 
 async def stream_search(

@@ -38,6 +38,23 @@ if TYPE_CHECKING:
     from ponder.engine.torch_backend.engine import Engine
 
 
+class _TokenCounter:
+    """The sink of one extend call: counts its sampled tokens for `progress()` (written on the
+    engine loop thread, read on the caller's: one writer), and hands each delta on to the
+    caller's sink when there is one (a streamed request)."""
+
+    __slots__ = ("inner", "tokens")
+
+    def __init__(self, inner: cmd.Sink | None):
+        self.inner = inner
+        self.tokens = 0
+
+    def push(self, delta: cmd.TokenDelta) -> None:
+        self.tokens += len(delta.token_ids)
+        if self.inner is not None:
+            self.inner.push(delta)
+
+
 @dataclass(frozen=True, slots=True)
 class _BranchInfo:
     token_ids: tuple[int, ...]
@@ -64,6 +81,7 @@ class EngineContext(SearchContext):
         self.stats = SearchStats()
         self.owner = engine.next_id()
         self._branches: dict[int, _BranchInfo] = {}
+        self._running: set[_TokenCounter] = set()  # one per extend call in flight
         self._draws = itertools.count()  # numbers the sampled sequences, for their seeds
         self._closed = False
         self._grammar = None  # the start state every root of this context shares
@@ -121,16 +139,19 @@ class EngineContext(SearchContext):
         sink: cmd.Sink | None = None,
     ) -> list[Branch]:
         """Post prepared draws and await them; with a `sink`, every sampled token is also
-        pushed to it as it is sampled (streaming)."""
+        pushed to it as it is sampled (streaming). Either way the call's tokens are counted as
+        they are sampled, for `progress()`."""
         branches = list(branches)
         if not branches:
             return []
         self.stats.extend_calls += 1
         infos = [self._info(b) for b in branches]
-        self.engine.loop.post(cmd.Extend(self.owner, draws, release_inputs, sink))
+        counter = _TokenCounter(sink)
+        self.engine.loop.post(cmd.Extend(self.owner, draws, release_inputs, counter))
         if release_inputs:
             for b in branches:
                 self._branches.pop(b.id, None)
+        self._running.add(counter)
         try:
             done = await asyncio.gather(
                 *(asyncio.wrap_future(d.reply) for d in draws), return_exceptions=True
@@ -139,6 +160,8 @@ class EngineContext(SearchContext):
             if not self.engine.closed:
                 self.engine.loop.post(cmd.Cancel(self.owner, tuple(d.child for d in draws)))
             raise
+        finally:
+            self._running.discard(counter)  # its tokens move into stats in _adopt, no await
         return self._adopt(branches, infos, done)
 
     def release(self, branches: Iterable[Branch]) -> None:
@@ -174,6 +197,12 @@ class EngineContext(SearchContext):
     def live(self) -> set[int]:
         """Ids of the branches not yet released."""
         return set(self._branches)
+
+    def live_branches(self) -> int:
+        return len(self._branches)
+
+    def tokens_in_flight(self) -> int:
+        return sum(c.tokens for c in list(self._running))
 
     def close(self) -> None:
         self._post_close(None)
