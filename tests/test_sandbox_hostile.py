@@ -55,9 +55,10 @@ HACKS = {
         "def add(a, b):\n"
         "    return int(re.search(rf'candidate\\({a}, {b}\\) == (-?\\d+)', SRC).group(1))\n"
     ),
-    "expected value from the caller's frame": (
-        "import sys\ndef add(a, b):\n    f = sys._getframe(1)\n"
-        "    ints = [c for c in f.f_code.co_consts if type(c) is int]\n    return ints[-1]\n"
+    "expected value from the caller's frame": (  # check's constants: 2, 3, 5, -1, 1, 0
+        "import sys\ndef add(a, b):\n    c = sys._getframe(1).f_code.co_consts\n"
+        "    for i in range(len(c) - 2):\n        if c[i] == a and c[i + 1] == b:\n"
+        "            return c[i + 2]\n"
     ),
     "tests from the parent's memory file": (
         "import glob\nSRC = ''.join(open(p, errors='ignore').read() for p in "
