@@ -164,8 +164,14 @@ class HarnessPool:
 
     @contextlib.contextmanager
     def server(self):
+        server = None
         with self._lock:
-            server = self._idle.pop() if self._idle else None
+            while self._idle and server is None:
+                server = self._idle.pop()
+                if server.proc.poll() is not None:  # died while idle (killed from outside)
+                    server.healthy = False
+                    server.close()
+                    server = None
         server = server or HarnessServer(self.python, self.program)
         try:
             yield server
