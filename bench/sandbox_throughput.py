@@ -4,7 +4,8 @@
         [--baseline REV]  # also time the code_tests verifier as of git revision REV
 
 Runs all 164 HumanEval canonical solutions against their tests through the code_tests verifier
-(at its default isolation: a sandboxed candidate process and a harness process each) with pools
+(at its default isolation: a fresh sandboxed candidate process each, judged in a fork of one of
+the verifier's long-lived harness servers, verifiers/code_harness_pool.py) with pools
 of 1, 2 and 32 workers (32 = 32 candidates in flight at once), in an order shuffled by the seed.
 With --baseline, the verifier and sandbox of that revision (verifiers/code.py and sandbox.py
 from `git show`) run too, as "baseline" rows. Each configuration runs `repeats` times,

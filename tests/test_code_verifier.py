@@ -5,7 +5,7 @@ import json
 
 import pytest
 from ponder.tasks.registry import get_task, make_verifier
-from ponder.verifiers.code import build_program, code_reference, truncate
+from ponder.verifiers.code import CodeTestsVerifier, build_program, code_reference, truncate
 
 TEST = "def check(f):\n    assert f(2) == 4"
 PROMPT = "def double(x):\n"
@@ -13,7 +13,8 @@ PROMPT = "def double(x):\n"
 
 @pytest.fixture(scope="module")
 def verifier():
-    return make_verifier("code_tests", wall_seconds=1, workers=2)
+    # 3 s, not 1: on a busy machine a candidate that fails must not reach the wall limit first.
+    return make_verifier("code_tests", wall_seconds=3, workers=2)
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +60,24 @@ def test_bad_input_is_a_value_error(verifier):
         build_program(PROMPT, "x", json.dumps({"test": "", "entry_point": "f", "harness": "x"}))
     with pytest.raises(ValueError, match="memory_mb"):
         make_verifier("code_tests", memory_mb=1)
+
+
+def test_harness_servers_are_reused_but_each_job_is_judged_fresh():
+    verifier = CodeTestsVerifier(workers=1, wall_seconds=5)
+    leaks = "import builtins\nbuiltins.LEAK = 1\n" + TEST
+    looks = "import builtins\nassert not hasattr(builtins, 'LEAK')\n" + TEST
+    refs = [code_reference(leaks, "double"), code_reference(looks, "double")]
+    good = ["    return 2 * x\n"] * 2
+    assert verifier.score([PROMPT] * 2, good, refs) == [[1.0], [1.0]]
+    pool = verifier.harnesses
+    assert pool.idle == 1  # one server judged both, each job in a fork of its own
+    server = pool._idle[0]
+    server.proc.kill()  # a server that died while idle is replaced, not used
+    server.proc.wait()
+    assert verifier.score([PROMPT], good[:1], refs[1:]) == [[1.0]]
+    assert pool.idle == 1 and pool._idle[0] is not server
+    verifier.close()
+    assert pool.idle == 0
 
 
 def test_truncate():

@@ -1,6 +1,6 @@
 """The sandbox's API and correct-program controls: outcomes from the kernel, limits validation,
-explicit isolation levels (a weaker level is asked for, warned about, never a fallback), and
-the rlimits-only mode on its own. Attacks live in test_sandbox_hostile.py.
+explicit isolation levels (a weaker level is asked for, warned about, never a fallback), the
+per-run CPU cap, and the rlimits-only mode on its own. Attacks live in test_sandbox_hostile.py.
 
 Tests that need the strongest level skip where the machine cannot provide it (not root, no
 unshare/setpriv, no writable cgroup); nothing here reads a shared directory, so concurrent
@@ -12,6 +12,7 @@ import warnings
 
 import pytest
 from ponder.verifiers import sandbox as sandbox_module
+from ponder.verifiers import sandbox_cgroup
 from ponder.verifiers.code import CodeTestsVerifier
 from ponder.verifiers.sandbox import Limits, Sandbox, classify
 from ponder.verifiers.sandbox_isolation import Probe, hidden_ancestor
@@ -60,11 +61,33 @@ def test_cpu_seconds_counts_the_whole_tree():
     assert r.passed and r.cpu_seconds >= 0.95, r.cpu_seconds
 
 
+def test_cpu_bandwidth_is_capped_per_run():
+    """Two processes spin for 1.5 s of wall time under a 0.2-core cap: at most ~0.3 s of CPU
+    (plus start-up), where uncapped they would take up to 3 s. The bound holds on a busy
+    machine too (load only lowers CPU use); the cgroup's own setting is checked as well."""
+    if not sandbox_cgroup.cpu_capped():
+        pytest.skip("no cgroup cpu controller here: CPU is measured, not capped")
+    group = sandbox_cgroup.RunCgroup.create(64 << 20, 8, 0.25)
+    try:
+        d = group.dirs.get("cpu", group.dirs.get(""))
+        with open(f"{d}/cpu.cfs_quota_us" if "cpu" in group.dirs else f"{d}/cpu.max") as f:
+            setting = f.read()
+        assert setting.split()[0] == "25000", setting
+    finally:
+        group.remove()
+    spin = "import os, time\nos.fork()\nend = time.monotonic() + 1.5\n"
+    spin += "while time.monotonic() < end:\n    pass\n"
+    r = strong(Limits(wall_seconds=20, cpu_seconds=10, cpu_cores=0.2)).run(spin)
+    assert r.passed and r.cpu_seconds < 0.6, r.cpu_seconds
+
+
 def test_limits_are_validated():
     with pytest.raises(ValueError, match="wall_seconds"):
         Limits(wall_seconds=0)
     with pytest.raises(ValueError, match="open_files"):
         Limits(open_files=0)
+    with pytest.raises(ValueError, match="cpu_cores"):
+        Limits(cpu_cores=0)
     with pytest.raises(ValueError, match="workers"):
         Sandbox(workers=0)
     with pytest.raises(ValueError, match="isolation"):

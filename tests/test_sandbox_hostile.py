@@ -33,7 +33,8 @@ def sandbox():
 
 @pytest.fixture(scope="module")
 def verifier(sandbox):
-    return CodeTestsVerifier(workers=4, wall_seconds=3, memory_mb=512)
+    # 5 s: a correct program must pass even when other test runs load the machine.
+    return CodeTestsVerifier(workers=4, wall_seconds=5, memory_mb=512)
 
 
 HACKS = {
@@ -55,9 +56,10 @@ HACKS = {
         "def add(a, b):\n"
         "    return int(re.search(rf'candidate\\({a}, {b}\\) == (-?\\d+)', SRC).group(1))\n"
     ),
-    "expected value from the caller's frame": (
-        "import sys\ndef add(a, b):\n    f = sys._getframe(1)\n"
-        "    ints = [c for c in f.f_code.co_consts if type(c) is int]\n    return ints[-1]\n"
+    "expected value from the caller's frame": (  # check's constants: 2, 3, 5, -1, 1, 0
+        "import sys\ndef add(a, b):\n    c = sys._getframe(1).f_code.co_consts\n"
+        "    for i in range(len(c) - 2):\n        if c[i] == a and c[i + 1] == b:\n"
+        "            return c[i + 2]\n"
     ),
     "tests from the parent's memory file": (
         "import glob\nSRC = ''.join(open(p, errors='ignore').read() for p in "
@@ -94,7 +96,7 @@ def test_candidate_exceptions_keep_their_type():
     test = "def check(c):\n    try:\n        c(-1)\n    except ValueError:\n        return\n"
     test += "    assert False"
     ref = code_reference(test, "f", prefix="")
-    verifier = CodeTestsVerifier(wall_seconds=3)
+    verifier = CodeTestsVerifier(wall_seconds=5)
     good = "def f(x):\n    if x < 0:\n        raise ValueError('negative')\n"
     assert verifier.score(["", ""], [good, "def f(x):\n    return 0\n"], [ref, ref]) == [
         [1.0],
@@ -150,7 +152,8 @@ def test_memory_is_bounded_per_run_not_per_process(sandbox):
             pids.append(pid)
         assert all(os.waitpid(p, 0)[1] == 0 for p in pids)
     """)
-    result = sandbox.run(children)
+    # A long wall limit: the cgroup's OOM kill, not a slow machine's timeout, must end it.
+    result = Sandbox(Limits(wall_seconds=30, cpu_seconds=20, memory_bytes=512 << 20)).run(children)
     assert result.outcome == "memory", result
 
 
@@ -254,7 +257,7 @@ def test_hostile_program_is_contained(sandbox, name):
     start = time.perf_counter()
     result = sandbox.run(source)
     assert result.outcome in outcomes, (result.outcome, result.stderr[-300:])
-    assert time.perf_counter() - start < LIMITS.wall_seconds + 3
+    assert time.perf_counter() - start < LIMITS.wall_seconds + 10  # slack for a busy machine
     assert len(result.stdout) <= 4096 and len(result.stderr) <= 4096
 
 
@@ -263,7 +266,9 @@ def test_a_fork_bomb_does_not_starve_concurrent_runs(sandbox):
         "import os\nfor _ in range(4):\n    pid = os.fork()\n"
         "    if pid == 0:\n        os._exit(0)\n    assert os.waitpid(pid, 0)[1] == 0"
     )
-    results = sandbox.run_many([HOSTILE["fork bomb"][0], good, good, good, good])
+    # A long wall limit: on a busy machine the good runs may be slow, which is not starvation.
+    pool = Sandbox(Limits(wall_seconds=10, cpu_seconds=5, memory_bytes=512 << 20), workers=4)
+    results = pool.run_many([HOSTILE["fork bomb"][0], good, good, good, good])
     assert [r.outcome for r in results[1:]] == ["passed"] * 4, [r.stderr for r in results[1:]]
 
 

@@ -43,7 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from ponder.verifiers.base import check_batch
-from ponder.verifiers.code_harness import RemoteJob, run_remote
+from ponder.verifiers.code_harness import RemoteJob, harness_pool, run_remote
 from ponder.verifiers.sandbox import Limits, RunResult, Sandbox
 
 HARNESSES = ("remote", "in_process")
@@ -145,11 +145,23 @@ class CodeTestsVerifier:
         when a task merely constructs its verifier."""
         return Sandbox(self.limits, workers=self.workers, isolation=self.isolation)
 
+    @functools.cached_property
+    def harnesses(self):
+        """Harness servers (verifiers/code_harness_pool.py), started as worker threads need
+        them and reused across calls; they exit with this verifier or its process."""
+        return harness_pool(self.sandbox.python)
+
+    def close(self) -> None:
+        """Stop the idle harness servers now rather than at garbage collection."""
+        if "harnesses" in self.__dict__:
+            self.harnesses.close()
+
     def judge(self, task: CodeTask) -> RunResult:
         if task.harness == "in_process":
             return run_in_process(self.sandbox, task)
         program = task.prefix + task.candidate
-        return run_remote(self.sandbox, RemoteJob(task.prefix, program, task.test, task.entry))
+        job = RemoteJob(task.prefix, program, task.test, task.entry)
+        return run_remote(self.sandbox, self.harnesses, job)
 
     def run(
         self,

@@ -1,18 +1,19 @@
 """Run a candidate against trusted tests so that a pass can only be earned.
 
-    result = run_remote(sandbox, RemoteJob(prefix, program, test, entry))  # -> RunResult
+    pool = harness_pool(sandbox.python)  # long-lived, one server per worker thread
+    result = run_remote(sandbox, pool, RemoteJob(prefix, program, test, entry))  # -> RunResult
 
 Two processes per candidate, neither of which is the caller:
 - the candidate process (sandboxed, `Sandbox.start`) runs prefix + completion, then serves calls:
   it reads {"call", "args", "kwargs"} from one pipe and answers {"ok": value} or {"raised":
   [type name, message]} on another (verifiers/code_wire.py: plain values of exact types only);
-- the harness process (trusted test code; the caller's uid, a session of its own; it sets its
-  own rlimits and parent-death signal first thing, so it is spawned without a preexec fork)
+- the judge (trusted test code; the caller's uid, a session of its own, the job's rlimits), a
+  fresh fork of a long-lived harness server (verifiers/code_harness_pool.py), which
   executes the prefix (so helper functions the tests use, such as HumanEval's `poly`, are the
   trusted copies), the test code, and `check(<entry>)` with the
   entry point bound to a proxy that forwards each call to the candidate process. Names the test
   uses that neither it nor the prefix defines are forwarded too.
-The verdict is "check() returned in the harness", written on the harness's own stdout.
+The verdict is "check() returned in the judge", written on a pipe only the judge holds.
 
 What this guarantees (at the "namespaces" levels): the tests, the expected values and the
 verdict channel never exist in the candidate's process, files or reach (another uid, another
@@ -31,13 +32,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ponder.verifiers.sandbox import Limits, RunResult, Sandbox, SandboxRun
+from ponder.verifiers.code_harness_pool import SERVER_LOOP, HarnessPool
+from ponder.verifiers.sandbox import RunResult, Sandbox, SandboxRun
 
 WIRE = (Path(__file__).with_name("code_wire.py")).read_text()
 LIMIT_OUTCOMES = ("timeout", "memory", "output_limit", "crashed")
@@ -67,26 +68,34 @@ def _serve(source):
 _serve(CANDIDATE)
 """
 
-# The trusted side; its job (JSON) arrives on stdin, its verdict leaves on stdout.
+# The trusted side: `judge` runs one job in a fresh fork of a harness server
+# (verifiers/code_harness_pool.py), never in a process that judged another candidate.
 HARNESS = """
 import builtins, ctypes, resource, signal, sys, traceback
-job = json.loads(sys.stdin.read())
-# Trusted code bounds itself (no preexec_fn: the caller can then spawn this without a full fork):
-# die with the caller, and cap memory, CPU and written file sizes.
-ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)
-if os.getppid() != job["parent"]:
-    os._exit(125)
-for name, value in job["rlimits"].items():
-    resource.setrlimit(getattr(resource, name), (value, value))
-VERDICT = os.dup(1)
-os.dup2(2, 1)  # the tests' own prints go to stderr
-FD_IN, FD_OUT = job["fd_in"], job["fd_out"]
-DEADLINE = time.monotonic() + job["wall"]
+LIBC = ctypes.CDLL(None)
+
+def judge(job, fd_in, fd_out, verdict_fd, server):
+    \"\"\"In the forked child: bound this process, then run the tests. Never returns.\"\"\"
+    global FD_IN, FD_OUT, DEADLINE, VERDICT
+    # Die with the server (which dies with the caller), cap memory, CPU and written file sizes.
+    LIBC.prctl(1, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != server:
+        os._exit(125)
+    for name, value in job["rlimits"].items():
+        resource.setrlimit(getattr(resource, name), (value, value))
+    VERDICT, FD_IN, FD_OUT = verdict_fd, fd_in, fd_out
+    DEADLINE = time.monotonic() + job["wall"]
+    main(job)
 
 class Abort(BaseException):  # not an Exception: test code cannot swallow it
     pass
 
 def finish(verdict, detail=""):
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
     os.write(VERDICT, json.dumps({"verdict": verdict, "detail": detail[-3000:]}).encode())
     os._exit(0)
 
@@ -140,7 +149,7 @@ class Names(dict):
             return self[key]
         raise KeyError(key)
 
-def main():
+def main(job):
     global REMOTE
     try:
         ready = ask(None)
@@ -163,9 +172,12 @@ def main():
     except BaseException:
         finish("failed", traceback.format_exc())
     finish("passed")
-
-main()
 """
+PROGRAM = WIRE + HARNESS + SERVER_LOOP  # what a harness server runs
+
+
+def harness_pool(python: str) -> HarnessPool:
+    return HarnessPool(python, PROGRAM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,46 +195,19 @@ def _memfd(text: str) -> int:
     return fd
 
 
-def _start_harness(sandbox: Sandbox, job: RemoteJob, fd_in: int, fd_out: int, err):
-    limits = sandbox.limits  # trusted code, but bounded: it holds the candidate's answers
+def _job_file(sandbox: Sandbox, job: RemoteJob) -> int:
+    """The job as a memory file for the harness server (trusted code, but bounded: the judge
+    holds the candidate's answers)."""
+    limits = sandbox.limits
     rlimits = {
         "RLIMIT_AS": max(limits.memory_bytes, 1 << 30),
         "RLIMIT_CPU": limits.cpu_seconds + 1,
         "RLIMIT_FSIZE": limits.output_bytes,
         "RLIMIT_CORE": 0,
     }
-    spec = {"prefix": job.prefix, "test": job.test, "entry": job.entry, "fd_in": fd_in,
-            "fd_out": fd_out, "wall": limits.wall_seconds, "parent": os.getpid(),
-            "rlimits": rlimits}  # fmt: skip
-    stdin = _memfd(json.dumps(spec))
-    try:
-        return subprocess.Popen(
-            [sandbox.python, "-I", "-S", "-c", WIRE + HARNESS],
-            cwd="/",
-            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            start_new_session=True,
-            pass_fds=(fd_in, fd_out),
-        )
-    finally:
-        os.close(stdin)
-
-
-def _verdict(harness: subprocess.Popen, limits: Limits) -> dict:
-    """The harness's verdict; {"verdict": "error"} when it hangs, dies or writes nonsense."""
-    try:
-        out, _ = harness.communicate(timeout=limits.wall_seconds + 10)
-    except subprocess.TimeoutExpired:
-        os.killpg(harness.pid, 9)
-        harness.communicate()
-        return {"verdict": "error", "detail": "the harness overran the wall limit"}
-    try:
-        verdict = json.loads(out)
-    except ValueError:
-        return {"verdict": "error", "detail": f"the harness exited {harness.returncode}"}
-    return verdict if isinstance(verdict, dict) else {"verdict": "error", "detail": "bad verdict"}
+    spec = {"prefix": job.prefix, "test": job.test, "entry": job.entry,
+            "wall": limits.wall_seconds, "rlimits": rlimits}  # fmt: skip
+    return _memfd(json.dumps(spec))
 
 
 def _outcome(verdict: str, candidate: RunResult, exited: bool) -> str:
@@ -234,7 +219,7 @@ def _outcome(verdict: str, candidate: RunResult, exited: bool) -> str:
     return candidate.outcome if exited and candidate.outcome in LIMIT_OUTCOMES else "failed"
 
 
-def run_remote(sandbox: Sandbox, job: RemoteJob) -> RunResult:
+def run_remote(sandbox: Sandbox, pool: HarnessPool, job: RemoteJob) -> RunResult:
     began = time.perf_counter()
     to_cand, from_cand = os.pipe(), os.pipe()  # (read, write) each
     server = WIRE + f"\nCANDIDATE = {job.program!r}\n" + SERVER
@@ -243,17 +228,20 @@ def run_remote(sandbox: Sandbox, job: RemoteJob) -> RunResult:
     finally:
         os.close(to_cand[0])
         os.close(from_cand[1])
+    job_fd = _job_file(sandbox, job)
     with tempfile.TemporaryFile() as err:
         try:
-            harness = _start_harness(sandbox, job, from_cand[0], to_cand[1], err)
+            with pool.server() as harness:
+                verdict = harness.judge(
+                    job_fd, from_cand[0], to_cand[1], err.fileno(), sandbox.limits.wall_seconds
+                )
         finally:
-            os.close(from_cand[0])
-            os.close(to_cand[1])
-        verdict = _verdict(harness, sandbox.limits)
+            for fd in (job_fd, from_cand[0], to_cand[1]):
+                os.close(fd)
         err.seek(0)
         harness_err = err.read()[-2000:].decode(errors="replace")
     name = str(verdict.get("verdict"))
-    # Its pipe closed with the harness: a serving candidate now exits on its own.
+    # Its pipe closed with the judge: a serving candidate now exits on its own.
     exited = name != "timeout" and candidate.wait(1.0)
     result = candidate.stop(timed_out=name == "timeout")
     detail = f"\n[harness: {name}] {verdict.get('detail', '')}{harness_err}"

@@ -17,7 +17,10 @@ never a fallback, only an explicit argument, and it warns (RuntimeWarning).
 - "namespaces+cgroup" (root, unshare + setpriv, writable cgroups: this project's machines run
   cgroup v1 as root): everything below, plus a cgroup per run, so memory (RSS, tmpfs and kernel
   memory of all its processes together) and the process count (pids.max, threads included) are
-  bounded per run, OOM kills are known from the kernel, and cpu_seconds is the whole tree's.
+  bounded per run, OOM kills are known from the kernel, and cpu_seconds is the whole tree's;
+  where the cpu controller is available (cgroup v1 "cpu" here) the run's CPU bandwidth is
+  capped at Limits.cpu_cores (1 core by default), so a fork bomb or a busy thread pool takes
+  no more of the machine than a single busy process (sandbox_cgroup.cpu_capped() says).
 - "namespaces": no network, its own PID, mount, IPC, UTS and cgroup namespaces (no SysV/POSIX
   IPC object outlives the run or is shared with another), private 16 MiB tmpfs for every
   world-writable directory and the working directory /tmp, a uid of its own per run (cannot
@@ -103,11 +106,12 @@ class Limits:
     output_bytes: int = 1 << 20  # per captured stream, and per file the program writes
     processes: int = 32  # per run: pids.max with a cgroup, RLIMIT_NPROC of the run's uid
     open_files: int = 64
+    cpu_cores: float = 1.0  # per run, CPU bandwidth (cgroup cpu controller, where available)
 
     def __post_init__(self) -> None:
         for name in (
             "wall_seconds", "cpu_seconds", "memory_bytes", "output_bytes", "processes",
-            "open_files",
+            "open_files", "cpu_cores",
         ):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ValueError(f"Limits.{name} must be > 0, got {getattr(self, name)}")
@@ -214,7 +218,8 @@ class SandboxRun:
         self.limits, self.isolation = sandbox.limits, sandbox.isolation
         self.cgroup = None
         if self.isolation == "namespaces+cgroup":
-            self.cgroup = RunCgroup.create(self.limits.memory_bytes, self.limits.processes)
+            lim = self.limits
+            self.cgroup = RunCgroup.create(lim.memory_bytes, lim.processes, lim.cpu_cores)
         self.workdir = None
         argv = [sandbox.python, "-I", "-S", "-c", BOOTSTRAP, *map(str, pass_fds)]
         hardening = Hardening(self.limits, self.cgroup, os.getpid())

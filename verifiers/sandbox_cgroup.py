@@ -1,7 +1,7 @@
 """A cgroup per sandboxed run: total memory and process count for the whole tree, and the
 kernel's own account of what happened (OOM kills, CPU time of every process, reaped or not).
 
-    group = RunCgroup.create(memory_bytes, processes)  # None where cgroups are unavailable
+    group = RunCgroup.create(memory_bytes, processes, cpu_cores)  # None: no cgroups here
     group.enter(pid)      # in the child, before exec: all descendants are born inside
     group.oom_kills(), group.cpu_seconds()
     group.remove()        # after the tree is gone
@@ -11,8 +11,10 @@ and cgroup v2 (one directory; needs the memory and pids controllers delegated to
 cgroup, i.e. listed in its cgroup.subtree_control). Run cgroups are children of the caller's own
 cgroup, named ponder-<caller pid>-<n>; ones left by a caller that was killed are removed by the
 next probe (`unavailable_reason`). Swap is disabled inside (memsw / swap.max) where the kernel
-offers the knob. It does not throttle CPU: CPU time is capped per process by RLIMIT_CPU and per
-run by the wall limit; the cgroup only measures it.
+offers the knob. CPU bandwidth is capped per run at `cpu_cores` (cpu.cfs_quota_us over a
+100 ms period in v1, cpu.max in v2) where the cpu controller is available (`cpu_capped()`):
+a run with 32 busy processes gets the same share of the machine as a run with one. CPU time is
+still capped per process by RLIMIT_CPU and per run by the wall limit.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import re
 import time
 
 V1_CONTROLLERS = ("memory", "pids", "cpuacct")
+V1_OPTIONAL = ("cpu",)  # the bandwidth cap; runs go without it where it is not mounted
+CPU_PERIOD_US = 100_000
 _counter = itertools.count()  # unique names within this process, not configuration
 _NAME = re.compile(r"ponder-(\d+)-\d+$")
 
@@ -64,10 +68,10 @@ def bases() -> dict[str, str] | None:
     mounts, own = _mounts(), _own_paths()
     v1 = {}
     for root, mount, fstype, options in mounts:
-        for c in V1_CONTROLLERS:
+        for c in V1_CONTROLLERS + V1_OPTIONAL:
             if fstype == "cgroup" and c in options and c in own:
                 v1[c] = _join(root, mount, own[c])
-    if len(v1) == len(V1_CONTROLLERS):
+    if set(V1_CONTROLLERS) <= v1.keys():
         return v1
     for root, mount, fstype, _ in mounts:
         if fstype == "cgroup2" and "" in own:
@@ -97,29 +101,39 @@ class RunCgroup:
         self.dirs = dirs  # controller -> directory ("" -> the single v2 directory)
 
     @classmethod
-    def create(cls, memory_bytes: int, processes: int) -> RunCgroup | None:
+    def create(cls, memory_bytes: int, processes: int, cpu_cores: float) -> RunCgroup | None:
         found = bases()
         if found is None:
             return None
         name = f"ponder-{os.getpid()}-{next(_counter)}"
         group = cls({c: os.path.join(base, name) for c, base in found.items()})
         try:
-            for d in group.dirs.values():
+            for d in group.unique_dirs:
                 os.mkdir(d)
-            group._limit(memory_bytes, processes)
+            group._limit(memory_bytes, processes, round(cpu_cores * CPU_PERIOD_US))
         except OSError:
             group.remove()
             raise
         return group
 
-    def _limit(self, memory_bytes: int, processes: int) -> None:
+    @property
+    def unique_dirs(self) -> list[str]:
+        """Each directory once: v1 may mount several controllers together (cpu,cpuacct)."""
+        return list(dict.fromkeys(self.dirs.values()))
+
+    def _limit(self, memory_bytes: int, processes: int, quota_us: int) -> None:
         if "" in self.dirs:  # v2
             d = self.dirs[""]
             _write(f"{d}/memory.max", memory_bytes)
             with contextlib.suppress(FileNotFoundError):
                 _write(f"{d}/memory.swap.max", 0)
             _write(f"{d}/pids.max", processes)
+            if os.path.exists(f"{d}/cpu.max"):
+                _write(f"{d}/cpu.max", f"{quota_us} {CPU_PERIOD_US}")
             return
+        if "cpu" in self.dirs:
+            _write(f"{self.dirs['cpu']}/cpu.cfs_period_us", CPU_PERIOD_US)
+            _write(f"{self.dirs['cpu']}/cpu.cfs_quota_us", quota_us)
         mem = self.dirs["memory"]
         _write(f"{mem}/memory.limit_in_bytes", memory_bytes)
         with contextlib.suppress(FileNotFoundError):  # absent when swap accounting is off
@@ -127,7 +141,7 @@ class RunCgroup:
         _write(f"{self.dirs['pids']}/pids.max", processes)
 
     def enter(self, pid: int) -> None:
-        for d in self.dirs.values():
+        for d in self.unique_dirs:
             _write(f"{d}/cgroup.procs", pid)
 
     def oom_kills(self) -> int:
@@ -147,7 +161,7 @@ class RunCgroup:
             with contextlib.suppress(OSError):
                 _write(f"{self.dirs['']}/cgroup.kill", 1)
         deadline = time.monotonic() + patience
-        for d in self.dirs.values():
+        for d in self.unique_dirs:
             while True:
                 try:
                     os.rmdir(d)
@@ -158,6 +172,16 @@ class RunCgroup:
                     if time.monotonic() > deadline:
                         break  # left for the next probe's sweep
                     time.sleep(0.01)
+
+
+def cpu_capped() -> bool:
+    """Whether run cgroups here cap CPU bandwidth (the cpu controller is available)."""
+    found = bases() or {}
+    if "" in found:
+        with contextlib.suppress(OSError), open(f"{found['']}/cgroup.subtree_control") as f:
+            return "cpu" in f.read().split()
+        return False
+    return "cpu" in found
 
 
 def _alive(pid: int) -> bool:
@@ -190,7 +214,7 @@ def unavailable_reason() -> str | None:
         )
     sweep()
     try:
-        group = RunCgroup.create(64 << 20, 8)
+        group = RunCgroup.create(64 << 20, 8, 1.0)
     except OSError as e:
         return f"cannot create a run cgroup: {e}"
     group.remove()
