@@ -161,9 +161,21 @@ def task_flags(fn):
     required=True,
     help="Run file (JSONL, one record per problem); resumed when it exists.",
 )
+@click.option(
+    "--shards",
+    default=None,
+    type=click.IntRange(1, 4096),
+    help="Spread the problems over N Ray actors, one backend each (extra: ray); "
+    "with --backend remote, --url may list one server per actor, comma-separated.",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    help="Ray cluster to join ('auto': the one `ray start` made); default: a local one.",
+)
 def eval_command(task, task_pairs, level, limit, seed, temperature, model_path, config_path,
                  restart, backend, url, api_key, strategy, n, option_pairs, verifier_name,
-                 verifier_pairs, concurrency, out) -> None:  # fmt: skip
+                 verifier_pairs, concurrency, out, shards, ray_address) -> None:  # fmt: skip
     """Run a search strategy over a task and report accuracy and compute."""
     from ponder.apps.evaluate import EvalSettings, run_eval
     from ponder.apps.setup import check_run_file, prepare_eval
@@ -176,15 +188,23 @@ def eval_command(task, task_pairs, level, limit, seed, temperature, model_path, 
     )  # fmt: skip
     settings = EvalSettings(**setup.settings, model=model_label(model_path))
     check_run_file(out, settings, restart)
-    engine = load_backend(backend, model_path, url, api_key)
-    with engine, Progress(transient=True) as bar:
-        job = bar.add_task(f"{strategy} n={n}", total=len(setup.items))
-        try:
-            _, summary = run_eval(engine, setup.task, setup.items, settings, setup.verifier, out,
-                                  concurrency=concurrency, restart=restart,
-                                  on_record=lambda r: bar.advance(job))  # fmt: skip
-        except ValueError as exc:
-            raise click.ClickException(str(exc)) from None
+    if shards is not None or ray_address is not None:
+        from ponder.apps.shard import run_sharded_command
+
+        summary = run_sharded_command(settings, setup.items, out, shards=shards or 1,
+                                      address=ray_address, backend=backend, model_path=model_path,
+                                      url=url, api_key=api_key, concurrency=concurrency,
+                                      restart=restart)  # fmt: skip
+    else:
+        engine = load_backend(backend, model_path, url, api_key)
+        with engine, Progress(transient=True) as bar:
+            job = bar.add_task(f"{strategy} n={n}", total=len(setup.items))
+            try:
+                _, summary = run_eval(engine, setup.task, setup.items, settings, setup.verifier,
+                                      out, concurrency=concurrency, restart=restart,
+                                      on_record=lambda r: bar.advance(job))  # fmt: skip
+            except ValueError as exc:
+                raise click.ClickException(str(exc)) from None
     echo_summary({"task": task, **settings.task_options, "strategy": strategy, "n": n,
                   "verifier": setup.verifier.name, **summary})  # fmt: skip
 
