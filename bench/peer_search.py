@@ -22,6 +22,7 @@ class PeerVLLM:
             enable_prefix_caching=True, block_size=block_size, seed=0,
         )  # fmt: skip
         self.tok = self.llm.get_tokenizer()
+        self.max_model_len = self.llm.llm_engine.model_config.max_model_len
 
     def run(self, w: dict) -> dict:
         self.llm.reset_prefix_cache()
@@ -103,7 +104,9 @@ class PeerVLLM:
                 # finished as ponder's is_finished: EOS or the step limit (a step cut at
                 # max_step_tokens is not the end)
                 eos = c.finish_reason == "stop" and c.stop_reason is None
-                p[3] = eos or p[4] >= task.max_steps
+                # ... or the context end (ponder's "max_model_len"; vLLM refuses longer prompts)
+                full = len(p[0]) + task.max_step_tokens >= self.max_model_len
+                p[3] = eos or full or p[4] >= task.max_steps
             scored = [(pi, p) for pi, p in live]
             scores = verifier.score([items[pi].prompt for pi, _ in scored],
                                     [p[1] for _, p in scored], None)  # fmt: skip
