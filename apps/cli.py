@@ -166,9 +166,21 @@ def task_flags(fn):
     is_flag=True,
     help="Constrain sampling so the answer line always parses (the task's answer format).",
 )
+@click.option(
+    "--shards",
+    default=None,
+    type=click.IntRange(1, 4096),
+    help="Spread the problems over N Ray actors, one backend each (extra: ray); "
+    "with --backend remote, --url may list one server per actor, comma-separated.",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    help="Ray cluster to join ('auto': the one `ray start` made); default: a local one.",
+)
 def eval_command(task, task_pairs, level, limit, seed, temperature, model_path, config_path,
                  restart, backend, url, api_key, strategy, n, option_pairs, verifier_name,
-                 verifier_pairs, concurrency, out, constrain_answer) -> None:  # fmt: skip
+                 verifier_pairs, concurrency, out, constrain_answer, shards, ray_address) -> None:  # fmt: skip
     """Run a search strategy over a task and report accuracy and compute."""
     from ponder.apps.evaluate import EvalSettings, run_eval
     from ponder.apps.setup import check_run_file, prepare_eval
@@ -181,15 +193,23 @@ def eval_command(task, task_pairs, level, limit, seed, temperature, model_path, 
     )  # fmt: skip
     settings = EvalSettings(**setup.settings, model=model_label(model_path))
     check_run_file(out, settings, restart)
-    engine = load_backend(backend, model_path, url, api_key)
-    with engine, Progress(transient=True) as bar:
-        job = bar.add_task(f"{strategy} n={n}", total=len(setup.items))
-        try:
-            _, summary = run_eval(engine, setup.task, setup.items, settings, setup.verifier, out,
-                                  concurrency=concurrency, restart=restart,
-                                  on_record=lambda r: bar.advance(job))  # fmt: skip
-        except ValueError as exc:
-            raise click.ClickException(str(exc)) from None
+    if shards is not None or ray_address is not None:
+        from ponder.apps.shard import run_sharded_command
+
+        summary = run_sharded_command(settings, setup.items, out, shards=shards or 1,
+                                      address=ray_address, backend=backend, model_path=model_path,
+                                      url=url, api_key=api_key, concurrency=concurrency,
+                                      restart=restart)  # fmt: skip
+    else:
+        engine = load_backend(backend, model_path, url, api_key)
+        with engine, Progress(transient=True) as bar:
+            job = bar.add_task(f"{strategy} n={n}", total=len(setup.items))
+            try:
+                _, summary = run_eval(engine, setup.task, setup.items, settings, setup.verifier,
+                                      out, concurrency=concurrency, restart=restart,
+                                      on_record=lambda r: bar.advance(job))  # fmt: skip
+            except ValueError as exc:
+                raise click.ClickException(str(exc)) from None
     echo_summary({"task": task, **settings.task_options, "strategy": strategy, "n": n,
                   "verifier": setup.verifier.name, **summary})  # fmt: skip
 

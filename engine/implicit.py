@@ -37,7 +37,7 @@ from typing import Protocol
 
 from ponder.engine.outputs import CompletionOutput, RequestOutput
 from ponder.engine.protocol import Branch, SearchContext, SearchStats
-from ponder.engine.sampling_params import SamplingParams
+from ponder.engine.sampling_params import SamplingParams, check_stop_strings
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +203,7 @@ class ImplicitContext(SearchContext):
     def root(self, prompt: str | Sequence[int]) -> Branch:
         self._check_open()
         ids = self.backend.encode(prompt) if isinstance(prompt, str) else tuple(prompt)
-        if not ids:
+        if not ids or prompt == "":  # "" encodes to (BOS,) with some tokenizers
             raise ValueError("the prompt is empty")
         if len(ids) >= self.backend.max_model_len:
             raise ValueError(
@@ -249,19 +249,23 @@ class ImplicitContext(SearchContext):
                     "whole solutions (bon, majority, sample); use the torch backend for "
                     "step-level strategies under a constraint"
                 )
+        if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):
+            raise ValueError(f"max_tokens must be an int >= 1 or None, got {max_tokens!r}")
+        stops = self.params.stop if stop is None else check_stop_strings(stop, "extend(stop=...)")
         self.stats.extend_calls += 1
         # 1. Group identical inputs (same token ids): one request with n for each group.
         groups: dict[tuple[int, ...], list[int]] = {}
         for index, b in enumerate(branches):
             groups.setdefault(self._tokens[b.id], []).append(index)
-        stops = tuple(self.params.stop if stop is None else stop)
         budget = self.params.max_tokens if max_tokens is None else max_tokens
         calls = [
             GenerateCall(
                 prompt_ids=ids,
-                n=len(members),
+                # Greedy samples of one input are identical (and vLLM refuses n > 1 without
+                # sampling): ask once, hand the sample to every member.
+                n=1 if self.params.greedy else len(members),
                 params=self.params,
-                stop=stops,
+                stop=tuple(stops),
                 max_tokens=max(1, min(budget, self.backend.max_model_len - len(ids))),
                 seed=None if self.params.greedy else call_seed(self.seed, next(self._draws)),
             )
@@ -277,7 +281,8 @@ class ImplicitContext(SearchContext):
                     f"the engine returned {len(generation.samples)} samples for n={call.n}"
                 )
             self._count_prompt(call.prompt_ids, branches[members[0]], generation)
-            for index, sample in zip(members, generation.samples, strict=True):
+            samples = generation.samples * (len(members) // call.n)
+            for index, sample in zip(members, samples, strict=True):
                 out[index] = self._adopt(branches[index], sample)
         if release_inputs:
             self.release(branches)

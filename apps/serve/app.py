@@ -111,7 +111,9 @@ async def _complete(state: ServerState, request: Request, body, route: str) -> R
     metrics.requests.labels(route, label, "200").inc()
     if chat:
         return JSONResponse(chat_body(state.engine, outcome, request_id, body.model, top))
-    return JSONResponse(completion_body(state.engine, outcome, request_id, body.model))
+    return JSONResponse(
+        completion_body(state.engine, outcome, request_id, body.model, body.return_token_ids)
+    )
 
 
 def create_app(engine, config: ServerConfig | None = None) -> FastAPI:

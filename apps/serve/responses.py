@@ -68,11 +68,17 @@ def _envelope(kind: str, request_id: str, model: str) -> dict:
     return {"id": request_id, "object": kind, "created": int(time.time()), "model": model}
 
 
-def completion_body(engine, outcome: Outcome, request_id: str, model: str) -> dict:
+def completion_body(
+    engine, outcome: Outcome, request_id: str, model: str, token_ids: bool = False
+) -> dict:
+    """`stop_reason` (always) and `token_ids` (when asked) are vLLM's extensions: with them a
+    client that drives searches over HTTP (engine/remote_backend.py) gets exact token ids and
+    tells a stop string (which the text omits) from EOS."""
     body = _envelope("text_completion", request_id, model)
     body["choices"] = [
         {"index": c.index, "text": c.text, "finish_reason": c.finish_reason,
-         "logprobs": completion_logprobs(engine, c)}
+         "stop_reason": c.stop_reason, "logprobs": completion_logprobs(engine, c)}
+        | ({"token_ids": list(c.token_ids) or None} if token_ids else {})
         for c in outcome.choices
     ]  # fmt: skip
     body["usage"] = outcome.usage

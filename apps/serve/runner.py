@@ -32,6 +32,7 @@ class Choice:
     finish_reason: str | None  # None: a stream delta of a completion still running
     token_ids: tuple[int, ...] = ()
     logprobs: list[dict] | None = None  # per token: {token id: Logprob}, the chosen one included
+    stop_reason: int | str | None = None  # the stop string or token id; None for EOS or length
 
 
 @dataclass
@@ -61,7 +62,7 @@ def sum_stats(stats: list[dict]) -> dict:
 async def run_plain(engine, job: Job, request_id: str) -> Outcome:
     out = await engine.agenerate(job.prompt_ids, job.params, request_id=request_id)
     choices = [
-        Choice(o.index, o.text, o.finish_reason, tuple(o.token_ids), o.logprobs)
+        Choice(o.index, o.text, o.finish_reason, tuple(o.token_ids), o.logprobs, o.stop_reason)
         for o in out.outputs
     ]
     return Outcome(choices, sum_stats([out.metrics]))

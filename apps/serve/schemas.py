@@ -76,6 +76,9 @@ class CompletionRequest(_Common):
     )
     logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     echo: bool = False
+    return_token_ids: bool = Field(
+        False, description="vLLM's extension: each choice's generated token ids (plain jobs)"
+    )
 
 
 class TextPart(BaseModel):
