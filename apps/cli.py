@@ -180,7 +180,8 @@ def task_flags(fn):
 )
 def eval_command(task, task_pairs, level, limit, seed, temperature, model_path, config_path,
                  restart, backend, url, api_key, strategy, n, option_pairs, verifier_name,
-                 verifier_pairs, concurrency, out, constrain_answer, shards, ray_address) -> None:  # fmt: skip
+                 verifier_pairs, concurrency, out, constrain_answer, shards,
+                 ray_address) -> None:  # fmt: skip
     """Run a search strategy over a task and report accuracy and compute."""
     from ponder.apps.evaluate import EvalSettings, run_eval
     from ponder.apps.setup import check_run_file, prepare_eval
