@@ -12,7 +12,8 @@ or in vLLM's own venv (vllm), so it imports neither at module level. Workloads (
   reports generated tokens per second.
 - {"kind": "stepwise", "name", "prompt", "width", "rounds", "max_tokens", "seed"}: `width`
   branches extend by one line (stop "\\n") per round; the width // 4 best by cumulative logprob
-  each fork width // 4 times; reports wall seconds for the whole search.
+  each fork width // 4 times; reports wall seconds and generated tokens (sampled lines differ
+  per engine, so the search's size does too: compare tokens per second).
 """
 
 from __future__ import annotations

@@ -64,3 +64,49 @@ def test_plan_groups_by_shared_blocks():
     assert meta.member_slot.tolist() == [0, 1, 2, 3, 4]
     # each row sees exactly its group's shared tokens
     assert (~meta.shared_mask[0, :, 0]).sum(-1).tolist() == [8, 8, 8, 12, 12]
+
+
+def test_one_group_in_batch_order_needs_no_reordering():
+    ctx, tables, _ = make_batch(4, [10], [3], own_lens=[1, 6])
+    meta = plan_decode(ctx, tables, 4, Workspace(torch.device("cpu"), torch.float32))
+    assert meta.shared_tables.tolist() == [[0, 1]]
+    assert meta.member_index is None and meta.member_slot is None and meta.ungrouped is None
+
+
+@pytest.mark.parametrize("bs", [1, 16, 32])
+def test_forked_decode_matches_hf_full_recompute(tmp_path, bs):
+    """Forks of a 70-token prompt decode through the cascade path (full prompt blocks shared)
+    and give Hugging Face's logits at every step (greedy, ragged continuations)."""
+    from ponder.engine.torch_backend.model import CausalLM
+    from ponder.engine.torch_backend.model_runner import ForwardInput, ModelRunner
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2,
+    )  # fmt: skip
+    hf = LlamaForCausalLM(config).eval()
+    hf.save_pretrained(tmp_path)
+    runner = ModelRunner(CausalLM.from_pretrained(tmp_path), num_blocks=400, block_size=bs)
+    prompt = torch.randint(0, 100, (70,)).tolist()
+    full = len(prompt) // bs
+    nxt = -(-len(prompt) // bs)
+    runner.run([ForwardInput(tuple(prompt), 0, tuple(range(nxt)))])
+    seqs = [prompt + [t] for t in (3, 50, 77)]  # three forks, each with its own first token
+    tables, copies = [], []
+    for _ in seqs:  # share the full blocks, copy the partial one (copy-on-write)
+        own = list(range(nxt, nxt + 40 // bs + 2))
+        nxt += len(own)
+        if len(prompt) % bs:
+            copies.append((full, own[0]))
+        tables.append(list(range(full)) + own)
+    for _ in range(4):
+        pairs = zip(seqs, tables, strict=True)
+        inputs = [ForwardInput((s[-1],), len(s) - 1, tuple(t)) for s, t in pairs]
+        logits = runner.run(inputs, copies)
+        copies = []
+        with torch.no_grad():
+            want = torch.stack([hf(torch.tensor([s])).logits[0, -1] for s in seqs])
+        torch.testing.assert_close(logits, want, atol=1e-4, rtol=1e-4)
+        seqs = [s + [int(x)] for s, x in zip(seqs, logits.argmax(-1), strict=True)]

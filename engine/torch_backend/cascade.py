@@ -60,6 +60,7 @@ class DecodeMetadata:
     shared_mask: torch.Tensor | None  # (1, B, 1, P_blocks * bs) bool: shared key hidden
     member_index: torch.Tensor | None  # (G * M,) int64: row of each group member, 0-padded
     member_slot: torch.Tensor | None  # (B,) int64: where each row sits in (G * M) order
+    # (None for both when one group holds every row in order, as in best-of-n: no reordering)
     ungrouped: torch.Tensor | None  # (1, B, 1, 1) bool: row shares nothing; None if none such
     group_size: int  # M, members per group after padding
     workspace: Workspace  # the runner's persistent gather buffers
@@ -112,6 +113,7 @@ def plan_decode(
     slots = own_t[rows_t, (pos - start) // block_size] * block_size + pos % block_size  # (B,)
     shared = _shared_tensors(tables, groups, shared_per_row, block_size) if groups else None
     device = workspace.device
+    in_order = len(groups) == 1 and groups[0][0] == list(range(batch))
     to = lambda x: None if x is None else x.to(device)  # noqa: E731
     return DecodeMetadata(
         slot_mapping=slots.to(device),
@@ -119,8 +121,8 @@ def plan_decode(
         own_mask=own_mask[None, :, None, :].to(device),
         shared_tables=to(shared[0]) if shared else None,
         shared_mask=to(shared[1]) if shared else None,
-        member_index=to(shared[2]) if shared else None,
-        member_slot=to(shared[3]) if shared else None,
+        member_index=to(shared[2]) if shared and not in_order else None,
+        member_slot=to(shared[3]) if shared and not in_order else None,
         ungrouped=to(_ungrouped(shared_per_row)) if groups else None,
         group_size=max(len(r) for r, _ in groups) if groups else 0,
         workspace=workspace,
@@ -164,6 +166,11 @@ def _gather(cache: torch.Tensor, tables: torch.Tensor, ws: Workspace, name: str)
     return out.view(hkv, rows, nb * bs, d)  # (Hkv, R, T, D)
 
 
+def _rows(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    """Rows (dim 1) of x in `index` order; contiguous either way (views are reshaped next)."""
+    return x.contiguous() if index is None else x.index_select(1, index)
+
+
 def cascade_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -196,16 +203,16 @@ def cascade_attention(
     sh_v = _gather(v_cache, meta.shared_tables, ws, "shared_v")
     groups, shared_len = sh_k.shape[1:3]
     size = meta.group_size
-    qg = qh.index_select(1, meta.member_index).view(hkv, groups, size * rep, d)  # (Hkv,G,Mrep,D)
+    qg = _rows(qh, meta.member_index).view(hkv, groups, size * rep, d)  # (Hkv, G, M rep, D)
     shared = torch.matmul(qg, sh_k.transpose(-1, -2))  # (Hkv, G, M rep, P)
-    shared = shared.view(hkv, groups * size, rep, shared_len).index_select(1, meta.member_slot)
+    shared = _rows(shared.view(hkv, groups * size, rep, shared_len), meta.member_slot)
     shared.masked_fill_(meta.shared_mask, float("-inf"))  # (Hkv, B, rep, P)
     # 4. One softmax over both key sets, then each set's weighted values, summed.
     scores = torch.cat((shared, own), dim=-1)  # (Hkv, B, rep, P + S)
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-    p_shared = probs[..., :shared_len].index_select(1, meta.member_index)  # (Hkv, G M, rep, P)
+    p_shared = _rows(probs[..., :shared_len], meta.member_index)  # (Hkv, G M, rep, P)
     out = torch.matmul(p_shared.view(hkv, groups, size * rep, shared_len), sh_v)  # (Hkv,G,M rep,D)
-    out = out.view(hkv, groups * size, rep, d).index_select(1, meta.member_slot)  # (Hkv,B,rep,D)
+    out = _rows(out.view(hkv, groups * size, rep, d), meta.member_slot)  # (Hkv, B, rep, D)
     if meta.ungrouped is not None:  # their member slot belongs to another row: drop it
         out.masked_fill_(meta.ungrouped, 0.0)
     out += torch.matmul(probs[..., shared_len:], own_v)

@@ -73,19 +73,23 @@ class ModelRunner:
         """CoW copies, then one forward; (B, V) float32 logits at each input's last token."""
         self._validate(inputs)
         copy_blocks(self.kv_caches, copies)
-        ids, positions = [], []
-        for x in inputs:
-            ids += x.token_ids
-            positions += range(x.num_computed, x.num_computed + len(x.token_ids))
         query_lens = [len(x.token_ids) for x in inputs]
-        context_lens = [x.num_computed + len(x.token_ids) for x in inputs]
+        context_lens = [x.num_computed + q for x, q in zip(inputs, query_lens, strict=True)]
         tables = [x.block_table for x in inputs]
-        if len(ids) == len(inputs):  # pure decode: cascade over shared prompts
+        if sum(query_lens) == len(inputs):  # pure decode: cascade over shared prompts
+            ids = [x.token_ids[0] for x in inputs]
+            positions = [x.num_computed for x in inputs]
             meta = plan_decode(context_lens, tables, self.block_size, self.workspace)
         else:
+            ids, positions = [], []
+            for x in inputs:
+                ids += x.token_ids
+                positions += range(x.num_computed, x.num_computed + len(x.token_ids))
             meta = build_metadata(query_lens, context_lens, tables, self.block_size, self.device)
         ids_t = torch.tensor(ids, dtype=torch.long, device=self.device)  # (N,)
         pos_t = torch.tensor(positions, dtype=torch.long, device=self.device)  # (N,)
         hidden = self.model(ids_t, pos_t, meta, self.kv_caches)  # (N, hidden)
+        if len(ids) == len(inputs):
+            return self.model.compute_logits(hidden)  # (B, V): one token per input
         last = torch.tensor(query_lens, device=self.device).cumsum(0) - 1  # (B,)
         return self.model.compute_logits(hidden[last])  # (B, V)

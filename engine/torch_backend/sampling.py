@@ -72,7 +72,7 @@ def sample(
     lse = None  # (B,) logsumexp of the raw logits
     if rows:
         every = len(rows) == batch
-        rows_t = torch.tensor(rows, device=logits.device)  # (S,)
+        rows_t = None if every else torch.tensor(rows, device=logits.device)  # (S,)
         scaled = _filtered(logits if every else logits.index_select(0, rows_t), params, rows)
         u = _uniforms([generators[r] for r in rows], logits.device)  # (S,)
         picks, total = _inverse_cdf(scaled, u)  # (S,), (S,) mass relative to the row maximum
@@ -121,6 +121,11 @@ def _inverse_cdf(scaled: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, t
     summing all V entries once and only one chunk of CHUNK entries in order; also each row's
     total of exp(logit - row max)."""
     rows, vocab = scaled.shape
+    if vocab <= CHUNK:  # one chunk: scan the row directly (fewer ops for a small vocabulary)
+        weights = torch.sub(scaled, scaled.amax(-1, keepdim=True)).exp_().cumsum_(-1)  # (S, V)
+        target = u[:, None] * weights[:, -1:]  # (S, 1)
+        pick = torch.searchsorted(weights, target, right=True).clamp_(max=vocab - 1)
+        return pick[:, 0], weights[:, -1]
     chunks = -(-vocab // CHUNK)
     weights = scaled.new_zeros(rows, chunks * CHUNK)  # (S, C * CHUNK), zero tail padding
     torch.sub(scaled, scaled.amax(-1, keepdim=True), out=weights[:, :vocab]).exp_()
