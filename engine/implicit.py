@@ -236,21 +236,7 @@ class ImplicitContext(SearchContext):
     ) -> list[Branch]:
         if not branches:
             return []
-        for b in branches:
-            self._get(b)
-            if b.done:
-                raise ValueError(
-                    f"branch {b.id} is done ({b.finish_reason}); it cannot be extended"
-                )
-            if self.params.structured_outputs is not None and b.num_generated:
-                raise ValueError(
-                    f"branch {b.id} has generated tokens: an implicit backend restarts the "
-                    "grammar with every request, so a constrained search here must sample "
-                    "whole solutions (bon, majority, sample); use the torch backend for "
-                    "step-level strategies under a constraint"
-                )
-        if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):
-            raise ValueError(f"max_tokens must be an int >= 1 or None, got {max_tokens!r}")
+        self._check_extend(branches, max_tokens)
         stops = self.params.stop if stop is None else check_stop_strings(stop, "extend(stop=...)")
         self.stats.extend_calls += 1
         # 1. Group identical inputs (same token ids): one request with n for each group.
@@ -287,6 +273,25 @@ class ImplicitContext(SearchContext):
         if release_inputs:
             self.release(branches)
         return [b for b in out if b is not None]
+
+    def _check_extend(self, branches: Sequence[Branch], max_tokens: int | None) -> None:
+        """ValueError for a released, finished or (under a constraint) grown branch, or a bad
+        max_tokens, before anything is sent."""
+        for b in branches:
+            self._get(b)
+            if b.done:
+                raise ValueError(
+                    f"branch {b.id} is done ({b.finish_reason}); it cannot be extended"
+                )
+            if self.params.structured_outputs is not None and b.num_generated:
+                raise ValueError(
+                    f"branch {b.id} has generated tokens: an implicit backend restarts the "
+                    "grammar with every request, so a constrained search here must sample "
+                    "whole solutions (bon, majority, sample); use the torch backend for "
+                    "step-level strategies under a constraint"
+                )
+        if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):
+            raise ValueError(f"max_tokens must be an int >= 1 or None, got {max_tokens!r}")
 
     def release(self, branches: Iterable[Branch]) -> None:
         """Forget the branches' ids; the engine's cache evicts their KV on its own."""
