@@ -117,7 +117,7 @@ class Scheduler:
         while i < len(self.running) and plan.budget > 0:
             seq = self.running[i]
             q = min(seq.num_uncomputed, plan.budget)
-            made = self.blocks.append_slots(seq.block_table, seq.num_computed, q)
+            made = self.blocks.append_slots(seq.block_table, seq.num_computed, q, seq.token_ids)
             if made is None:
                 # Only a sequence not yet picked for this pass can give its blocks back; if
                 # the victim is `seq` itself, running[i] is now the next one.
@@ -170,7 +170,7 @@ class Scheduler:
             seq.cached_tokens += allocation.num_cached_tokens
             return True
         q = min(seq.num_uncomputed, plan.budget)
-        made = self.blocks.append_slots(seq.block_table, seq.num_computed, q)
+        made = self.blocks.append_slots(seq.block_table, seq.num_computed, q, seq.token_ids)
         if made is None:
             return False
         plan.copies += made
