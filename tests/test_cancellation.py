@@ -95,6 +95,27 @@ def test_cancel_at_random_points_under_load_long(engine, seed):
     asyncio.run(cancel_at_random(engine, seed, searches=100))
 
 
+@pytest.fixture(scope="module")
+def small_pool():
+    """160 token slots: a few searches fill it, so idle branches lose their KV all the time."""
+    eng = Engine.from_pretrained(None, device="cpu", block_size=4, num_blocks=40)
+    yield eng
+    eng.close()
+
+
+@pytest.mark.parametrize("seed", [0])
+def test_cancel_at_random_points_on_a_pool_far_too_small(small_pool, seed):
+    asyncio.run(cancel_at_random(small_pool, seed, searches=24))
+    assert small_pool.live_handles == 0 and small_pool.kv_stats.used == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(2, 6))
+def test_cancel_at_random_points_on_a_pool_far_too_small_long(small_pool, seed):
+    asyncio.run(cancel_at_random(small_pool, seed, searches=100))
+    assert small_pool.live_handles == 0 and small_pool.kv_stats.used == 0
+
+
 def test_a_failing_taskgroup_sibling_cancels_cleanly(engine):
     async def boom():
         await asyncio.sleep(0.05)
