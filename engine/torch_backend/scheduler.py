@@ -14,7 +14,8 @@ The policy, across owners (an owner is one search or one request):
   recompute mostly hits the prefix cache) and it goes back to the front of the queue;
 - a waiting sequence that does not fit while nothing runs first takes the blocks of other
   waiting sequences (they recompute); if that is not enough it is returned as `stuck`, and the
-  core decides whether it waits for other owners to release branches or fails.
+  core takes the KV of idle branches for it (least recently used first), or fails it when even
+  the empty pool could not hold it.
 
 `postprocess()` advances computed counts, commits newly full blocks to the prefix cache (each
 sequence remembers how many are hashed), appends sampled tokens and applies stop rules. It never
