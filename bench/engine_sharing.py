@@ -150,7 +150,8 @@ def main() -> None:
         f"{steps['prompt_recomputed_after_first_prefill']:>10} {'':>10} {'':>7} {'0':>7}"
     )
     print(
-        f"{'64 prompts at once vs serial tok/s':<34} {concurrency['batched_tok_s']:>10} "
+        f"{str(concurrency['prompts']) + ' prompts at once vs serial tok/s':<34} "
+        f"{concurrency['batched_tok_s']:>10} "
         f"{concurrency['serial_tok_s']:>10} {concurrency['ratio']:>7} {'':>7}"
     )
     result = {
