@@ -2,6 +2,7 @@
 
     python bench/engine_sharing.py              # all three parts, seeded
     python bench/engine_sharing.py --quick      # smaller sizes, for a smoke run
+    python bench/engine_sharing.py --quick --memory-only --block-size 32 --prompt-tokens 257
 
 Throughput against vLLM and HF lives in bench/engine_throughput.py (each engine in its own
 process). Prints a table and a final JSON line; writes bench/results/engine_sharing.json.
@@ -33,17 +34,15 @@ def fork_memory(engine: Engine, prompt_ids: list[int], forks: int, new_tokens: i
             kids = await ctx.extend([root] * forks)
             used = engine.kv_stats.used
             generated = [k.length - len(prompt_ids) for k in kids]
-            # Blocks the generated tokens need on their own: the partial prompt block they
-            # continue (copied on write) plus the blocks they fill.
-            first_free = len(prompt_ids) % bs
-            own = sum(
-                math.ceil((first_free + g) / bs) if first_free else math.ceil(g / bs)
-                for g in generated
-            )
+            # Blocks a fork needs on its own: the KV of its g - 1 generated tokens (the last
+            # sampled one has none yet) and, when the prompt ends inside a block, that block
+            # (its tail differs per fork, so each fork holds a copy).
+            tail = len(prompt_ids) % bs
+            own = sum(math.ceil((tail + g - 1) / bs) for g in generated)
             return used, own
 
     used, own = asyncio.run(run())
-    prompt_blocks = math.ceil(len(prompt_ids) / bs)
+    prompt_blocks = len(prompt_ids) // bs  # the full prompt blocks, shared by every fork
     return {
         "forks": forks,
         "prompt_tokens": len(prompt_ids),
@@ -115,6 +114,8 @@ def main() -> None:
     parser.add_argument("--block-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--prompt-tokens", type=int, default=256, help="fork-memory prompt")
+    parser.add_argument("--memory-only", action="store_true", help="only the fork-memory part")
     parser.add_argument("--out", default=str(RESULTS / "engine_sharing.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -124,8 +125,12 @@ def main() -> None:
     problems = generate(64, split="heldout", seed=args.seed, difficulty=4)
     prompt = problems[0].prompt
 
-    long_ids = list(engine.encode("".join(p.prompt for p in problems)))[:256]
+    long_ids = list(engine.encode("".join(p.prompt for p in problems)))[: args.prompt_tokens]
     memory = fork_memory(engine, long_ids, 16 if args.quick else 64, 32)
+    if args.memory_only:
+        engine.close()
+        print(json.dumps({"bench": "engine_sharing", "memory": memory}))
+        return
     steps = stepwise(engine, prompt, 16, 10)
     concurrency = concurrent_vs_serial(
         engine, [p.prompt for p in problems[: 16 if args.quick else 64]], args.seed
@@ -136,7 +141,7 @@ def main() -> None:
 
     print(f"\n{'part':<34} {'ponder':>10} {'baseline':>10} {'ratio':>7} {'target':>7}")
     print(
-        f"{'64-fork KV blocks vs needed':<34} {memory['blocks_used']:>10} "
+        f"{str(memory['forks']) + '-fork KV blocks vs needed':<34} {memory['blocks_used']:>10} "
         f"{memory['prompt_blocks'] + memory['generated_blocks']:>10} {memory['ratio']:>7} "
         f"{'<=1.1':>7}"
     )
@@ -145,7 +150,8 @@ def main() -> None:
         f"{steps['prompt_recomputed_after_first_prefill']:>10} {'':>10} {'':>7} {'0':>7}"
     )
     print(
-        f"{'64 prompts at once vs serial tok/s':<34} {concurrency['batched_tok_s']:>10} "
+        f"{str(concurrency['prompts']) + ' prompts at once vs serial tok/s':<34} "
+        f"{concurrency['batched_tok_s']:>10} "
         f"{concurrency['serial_tok_s']:>10} {concurrency['ratio']:>7} {'':>7}"
     )
     result = {

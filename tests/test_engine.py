@@ -83,6 +83,19 @@ def test_greedy_after_fork_and_release_and_reuse(engine, greedy_reference):
         assert stats.recomputed_tokens == 0
 
 
+def test_greedy_forks_of_a_block_aligned_prompt_match_hf(engine, greedy_reference):
+    # Every fork writes the prompt's last token into the shared last block, in place.
+    bs = engine.blocks.block_size
+    aligned = [i for i, p in enumerate(PROMPTS) if len(engine.encode(p)) % bs == 0]
+    assert aligned  # block sizes 1, 4 and 16 each have one (prompt lengths 6 to 16)
+    n4 = SamplingParams(temperature=0.0, max_tokens=GREEDY.max_tokens, n=4)
+    outs = engine.generate([PROMPTS[i] for i in aligned], n4)
+    eos = engine.tokenizer.eos_token_id
+    for i, out in zip(aligned, outs, strict=True):
+        want = expected(greedy_reference[i], eos)
+        assert [c.token_ids for c in out.outputs] == [want] * 4
+
+
 def test_pool_exhaustion_still_finishes_everything(greedy_reference):
     torch.set_num_threads(1)
     with make_engine(block_size=4, num_blocks=40, max_num_seqs=64) as small:

@@ -123,6 +123,88 @@ def test_no_copy_when_the_shared_block_is_full():
     assert_all_free(bm)
 
 
+def test_forks_of_a_block_aligned_prompt_share_every_block_and_copy_none():
+    # A prefill computes all but the last prompt token; each fork computes that token again.
+    bm = BlockManager(8, 4)
+    prompt = [10, 11, 12, 13, 14, 15, 16, 17]  # two full blocks
+    prefill = list(bm.allocate(prompt[:-1]).block_ids)
+    assert prefill == [0, 1]
+    kids = [bm.fork(prefill) for _ in range(3)]
+    bm.free(prefill)
+    for kid in kids:  # the shared last block's last slot holds the same token for every fork
+        assert bm.append_slots(kid, 7, 1, prompt) == [] and kid == [0, 1]
+    assert [bm.ref_count(b) for b in (0, 1)] == [3, 3]
+    for k, kid in enumerate(kids):  # generated tokens go to blocks each fork needs anyway
+        tokens = prompt + [20 + k]
+        assert bm.append_slots(kid, 8, 1, tokens) == [] and kid == [0, 1, 2 + k]
+    assert bm.stats.used == 2 + 3  # the prompt's blocks once, one new block per fork
+    for kid in kids:
+        bm.free(kid)
+    assert_all_free(bm)
+
+
+def test_a_different_token_in_an_agreed_slot_copies():
+    bm = BlockManager(8, 4)
+    parent = list(bm.allocate([1, 2, 3, 4, 5]).block_ids)  # block 1 holds position 4 only
+    a, b = bm.fork(parent), bm.fork(parent)
+    assert bm.append_slots(a, 5, 1, [1, 2, 3, 4, 5, 6]) == []  # claims slot 5 for token 6
+    assert bm.append_slots(b, 5, 1, [1, 2, 3, 4, 5, 7]) == [(1, 2)] and b == [0, 2]
+    assert bm.append_slots(parent, 5, 1, [1, 2, 3, 4, 5, 6]) == []  # the same token: in place
+    assert bm.append_slots(a, 6, 1, [1, 2, 3, 4, 5, 6, 8]) == []  # the first writer claims
+    assert bm.append_slots(parent, 6, 1, [1, 2, 3, 4, 5, 6, 9]) == [(1, 3)] and parent == [0, 3]
+    assert bm.append_slots(a, 7, 1, [1, 2, 3, 4, 5, 6, 8, 0]) == []  # no longer shared
+    for t in (parent, a, b):
+        bm.free(t)
+    assert_all_free(bm)
+
+
+@pytest.mark.parametrize("bs", [1, 3, 4])
+def test_in_place_writes_never_change_what_another_table_reads(bs):
+    # A model of the physical slots: every live table must read its own tokens back.
+    rng = random.Random(bs)
+    bm = BlockManager(48, bs)
+    slots: dict[tuple[int, int], int] = {}  # (block, offset) -> token whose KV is there
+    live: list[tuple[list[int], list[int], int]] = []  # (table, tokens, computed)
+
+    def write(table, tokens, start, end, copies):
+        for src, dst in copies:
+            for o in range(bs):
+                if (src, o) in slots:
+                    slots[(dst, o)] = slots[(src, o)]
+        for pos in range(start, end):
+            slots[(table[pos // bs], pos % bs)] = tokens[pos]
+
+    for _ in range(600):
+        op = rng.random()
+        if op < 0.15 or not live:
+            tokens = [rng.randint(0, 2) for _ in range(rng.randint(2, 9))]
+            got = bm.allocate(tokens[:-1])
+            if got is not None:
+                table = list(got.block_ids)
+                write(table, tokens, got.num_cached_tokens, len(tokens) - 1, [])
+                live.append((table, tokens, len(tokens) - 1))
+        elif op < 0.4:
+            table, tokens, computed = rng.choice(live)
+            live.append((bm.fork(table), list(tokens), computed))
+        elif op < 0.85:
+            i = rng.randrange(len(live))
+            table, tokens, computed = live[i]
+            if computed == len(tokens):
+                tokens = tokens + [rng.randint(0, 2)]  # sampled: the new token is pending
+            copies = bm.append_slots(table, computed, 1, tokens)
+            if copies is not None:
+                write(table, tokens, computed, computed + 1, copies)
+                live[i] = (table, tokens, computed + 1)
+        else:
+            bm.free(live.pop(rng.randrange(len(live)))[0])
+        for table, tokens, computed in live:
+            read = [slots[(table[p // bs], p % bs)] for p in range(computed)]
+            assert read == tokens[:computed]
+    for table, _, _ in live:
+        bm.free(table)
+    assert_all_free(bm)
+
+
 def test_exhaustion_returns_none_without_state_change():
     bm = BlockManager(3, 2)
     a = list(bm.allocate([1, 2, 3, 4, 5]).block_ids)

@@ -1,9 +1,11 @@
 """The scheduler on its own (no model): admission order and fairness across owners, chunked
 prefill, preemption by the stated policy, the "pool cannot hold it" path (stuck, not failed),
-eviction of waiting sequences, incremental prefix-cache commits, finish reasons, and a leak check
-(every block free) at the end of every test."""
+eviction of waiting sequences, then of idle handles' KV (LRU, tokens kept), incremental
+prefix-cache commits, finish reasons, and a leak check (every block free) at the end of every
+test."""
 
 import pytest
+from ponder.engine.torch_backend.handles import Handle, HandleTable
 from ponder.engine.torch_backend.kv_cache import BlockManager
 from ponder.engine.torch_backend.sampling import RowParams, SampleOutput
 from ponder.engine.torch_backend.scheduler import Scheduler
@@ -167,3 +169,54 @@ def test_a_prefill_computes_without_sampling():
 def test_bad_limits_are_value_errors():
     with pytest.raises(ValueError, match="max_num_seqs"):
         Scheduler(BlockManager(4, 2), max_num_seqs=0, max_num_batched_tokens=4)
+
+
+def idle_handle(handles: HandleTable, handle_id: int, tokens: list[int]) -> Handle:
+    """A finished branch: KV for all but its last (sampled, pending) token, full blocks hashed."""
+    bm = handles.blocks
+    table = list(bm.allocate(tokens).block_ids)
+    hashed = bm.commit(table, tokens, len(tokens) - 1)
+    handle = Handle(0, tuple(tokens), table, len(tokens) - 1, hashed)
+    handles.add(handle_id, handle)
+    return handle
+
+
+def test_a_stuck_sequence_takes_the_kv_of_idle_handles_least_recently_used_first():
+    bm = BlockManager(6, 4)
+    handles = HandleTable(bm)
+    sched = Scheduler(bm, max_num_seqs=4, max_num_batched_tokens=64)
+    old = idle_handle(handles, 1, list(range(20, 29)))  # blocks 0 [20..23] 1 [24..27] 2
+    idle_handle(handles, 2, list(range(40, 49)))  # blocks 3 4 5: the pool is full
+    handles.get(2, owner=0)  # read: handle 1 is now the least recently used
+    s = seq(range(60, 68), owner=1)  # needs 2 blocks
+    sched.add(s)
+    assert run_step(sched)[1] is s  # nothing runs and nothing waiting holds blocks: stuck
+    assert handles.make_room(s.token_ids) == [1]
+    assert old.token_ids == tuple(range(20, 29)) and old.evicted  # tokens kept, KV dropped
+    assert (old.block_table, old.num_computed, old.num_hashed_blocks) == ([], 0, 0)
+    assert bm.free_queue() == [2, 1, 0]  # its tail first; blocks 0 and 1 keep their hashes
+    batch, stuck, _ = run_step(sched)
+    assert stuck is None and batch.inputs[0].block_table == (2, 1)  # [24..27] is evicted
+    finish_all(sched)
+    # Its recompute hits the prefix cache for the block that survived.
+    again = bm.allocate(list(old.token_ids[:-1]))
+    assert again.block_ids[0] == 0 and again.num_cached_tokens == 4
+    bm.free(again.block_ids)
+    handles.release(2, owner=0)
+    assert_all_free(bm)
+
+
+def test_make_room_skips_nothing_and_stops_when_the_pool_is_empty():
+    bm = BlockManager(4, 4)
+    handles = HandleTable(bm)
+    a = idle_handle(handles, 1, list(range(1, 10)))  # blocks 0 1 2
+    handles.fork(1, (2,), owner=0)  # handle 2 shares them: evicting 1 alone frees nothing
+    assert handles.make_room(list(range(100, 108))) == [1, 2]
+    assert a.block_table == [] and bm.stats.used == 0
+    # A sequence larger than the whole pool cannot be helped.
+    idle_handle(handles, 3, [5, 6, 7])
+    assert handles.make_room(list(range(17))) == [3]
+    assert not bm.can_allocate(list(range(17)))
+    for handle_id in (1, 2, 3):
+        handles.release(handle_id, owner=0)
+    assert_all_free(bm)

@@ -2,22 +2,24 @@
 
     step() = schedule -> run the model -> sample -> postprocess -> finish
 
-It owns the block manager, the handle table (live branches -> block tables), the scheduler and
-the model runner, and is single-threaded by contract: only the engine loop's thread touches it.
-Callers change its state only through typed commands (engine/torch_backend/commands.py), applied
-between steps by `execute`. It knows token ids, not text (the tokenizer's decode is injected for
-stop strings) and not searches beyond an owner id per handle and sequence.
+It owns the block manager, the handle table (live branches -> block tables), the scheduler, the
+model runner and the work in flight (engine/torch_backend/inflight.py: starting draws and
+prefills, and taking them back on cancel, release, close or failure), and is single-threaded by
+contract: only the engine loop's thread touches it. Callers change its state only through typed
+commands (engine/torch_backend/commands.py), applied between steps by `execute`. It knows token
+ids, not text (the tokenizer's decode is injected for stop strings) and not searches beyond an
+owner id per handle and sequence.
 
-A waiting sequence that cannot fit while nothing runs waits as long as another owner holds
-blocks it could release (searches release branches all the time); it fails with an error only
-when the pool could not hold it even empty, or when every owner holding blocks is itself waiting
-(nobody could ever release: a deadlock).
+A waiting sequence that cannot fit while nothing runs (the scheduler has already taken the
+blocks of other waiting sequences) takes the KV of idle branches, least recently used first:
+their blocks are freed and their tokens kept, so their next extend recomputes them (counted as
+recompute in SearchStats; full blocks keep their hash, so mostly from the prefix cache). It fails
+with an error only when the pool could not hold it even empty.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -27,12 +29,13 @@ import torch
 from ponder.engine.structured import hooks as structured
 from ponder.engine.torch_backend import commands as cmd
 from ponder.engine.torch_backend.handles import Handle, HandleTable, Pending, Prefill
+from ponder.engine.torch_backend.inflight import InFlight
 from ponder.engine.torch_backend.kv_cache import BlockManager
 from ponder.engine.torch_backend.model_runner import ModelRunner
-from ponder.engine.torch_backend.outcome import Tally, continuation, prompt_tally
-from ponder.engine.torch_backend.sampling import RowParams, SampleOutput, sample
+from ponder.engine.torch_backend.outcome import Tally, context_tally, continuation
+from ponder.engine.torch_backend.sampling import SampleOutput, sample
 from ponder.engine.torch_backend.scheduler import ScheduledBatch, Scheduler
-from ponder.engine.torch_backend.sequence import Sequence, StopRule
+from ponder.engine.torch_backend.sequence import Sequence
 
 
 @dataclass(slots=True)
@@ -72,19 +75,15 @@ class EngineCore:
         )
         self.handles = HandleTable(blocks)
         self.counters = CoreCounters()
-        self._draws: dict[int, tuple[Sequence, Pending]] = {}  # child handle id -> in flight
-        self._prefills: dict[int, Prefill] = {}  # prefill seq id -> prefill
-        self._unreported: dict[int, Tally] = {}  # owner -> prefill accounting not yet reported
-        self._seq_ids = itertools.count()
-        self._stalled = False  # nothing fits until a command frees blocks
+        self.inflight = InFlight(self.scheduler, self.handles, blocks, runner.device)
 
     @property
     def has_work(self) -> bool:
-        return self.scheduler.has_work and not self._stalled
+        return self.scheduler.has_work
 
     def snapshot(self) -> CoreSnapshot:
-        in_flight = len(self._draws) + len(self._prefills)
-        return CoreSnapshot(self.blocks.stats, len(self.handles), in_flight, self.counters.steps)
+        stats = self.blocks.stats
+        return CoreSnapshot(stats, len(self.handles), len(self.inflight), self.counters.steps)
 
     # ------------------------------------------------------------------ step
 
@@ -120,7 +119,7 @@ class EngineCore:
 
     def _stream(self, sampled: list[Sequence]) -> None:
         for seq in sampled:
-            record = self._draws.get(seq.child)
+            record = self.inflight.draws.get(seq.child)
             if record is None or record[1].sink is None:
                 continue
             delta = cmd.TokenDelta(
@@ -134,29 +133,29 @@ class EngineCore:
                 record[1].sink.push(delta)
 
     def _handle_stuck(self, seq: Sequence) -> None:
-        holders = self.handles.owners_holding_blocks()
-        waiting = {s.owner for s in self.scheduler.waiting}
-        too_big = -(-len(seq.token_ids) // self.blocks.block_size) > self.blocks.num_blocks
-        if not too_big and holders - waiting:
-            self._stalled = True  # another owner can release blocks: wait for a command
+        """Nothing runs and `seq` does not fit: drop the KV of idle branches, least recently
+        used first, until it fits (they recompute on their next read, mostly from the prefix
+        cache). Only a sequence the empty pool cannot hold fails."""
+        self.handles.make_room(seq.token_ids)
+        if self.blocks.can_allocate(seq.token_ids):
             return
         self.scheduler.abort(seq)
         stats = self.blocks.stats
         seq.finish_reason = "error"
         seq.error = (
             f"the KV pool cannot hold this sequence ({len(seq.token_ids)} tokens): "
-            f"{stats.used} of {stats.total} blocks are pinned by live branches of searches "
-            "that are themselves waiting; release branches or start the engine with more KV "
-            "blocks"
+            f"{stats.used} of {stats.total} blocks of {self.blocks.block_size} are in use with "
+            "no idle branch left to evict; start the engine with more KV blocks or ask for "
+            "fewer tokens"
         )
         self._finish(seq)
 
     def _finish(self, seq: Sequence) -> None:
-        prefill = self._prefills.pop(seq.seq_id, None)
+        prefill = self.inflight.prefills.pop(seq.seq_id, None)
         if prefill is not None:
             self._finish_prefill(prefill)
             return
-        record = self._draws.pop(seq.child, None)
+        record = self.inflight.draws.pop(seq.child, None)
         if record is None:  # cancelled meanwhile
             self._free(seq.block_table)
             return
@@ -165,9 +164,9 @@ class EngineCore:
             self._free(seq.block_table)
             cmd.resolve(pending.draw.reply, error=RuntimeError(seq.error))
             return
-        tally = self._unreported.pop(seq.owner, Tally())
+        tally = self.inflight.unreported.pop(seq.owner, Tally())
         if seq.computes_prompt:
-            tally += prompt_tally(seq, seq.start_len)
+            tally += context_tally(seq, seq.start_len)
         else:
             tally += Tally(cached=seq.cached_tokens, recomputed=seq.recomputed_tokens)
         result = continuation(seq, pending, tally, self.counters.steps)
@@ -182,9 +181,8 @@ class EngineCore:
                 cmd.resolve(pending.draw.reply, error=RuntimeError(seq.error))
             self._free(seq.block_table)
             return
-        self._unreported[seq.owner] = self._unreported.get(seq.owner, Tally()) + prompt_tally(
-            seq, seq.start_len + 1
-        )
+        owed = self.inflight.unreported
+        owed[seq.owner] = owed.get(seq.owner, Tally()) + context_tally(seq, seq.start_len + 1)
         self.handles.finish_prefill(prefill)
         source = Handle(
             seq.owner,
@@ -195,7 +193,7 @@ class EngineCore:
             grammar=prefill.grammar,
         )
         for pending in prefill.parked:
-            self._start_draw(pending, source)
+            self.inflight.start_draw(pending, source)
         self._free(seq.block_table)
 
     def _free(self, table: list[int]) -> None:
@@ -206,20 +204,19 @@ class EngineCore:
 
     def execute(self, command: cmd.Command) -> None:
         """Apply one command (between steps). A caller's mistake lands in its reply."""
-        self._stalled = False  # anything may have freed blocks or added work
         match command:
             case cmd.NewRoot(owner, handle, token_ids, grammar):
                 self.handles.add(handle, Handle(owner, token_ids, grammar=grammar))
             case cmd.Fork(owner, source, handles):
                 self._fork(owner, source, handles)
             case cmd.Release(owner, handles):
-                self._release(owner, handles)
+                self.inflight.release(owner, handles)
             case cmd.Extend():
                 self._extend(command)
             case cmd.Cancel(owner, children):
-                self._cancel(owner, set(children))
+                self.inflight.cancel(owner, set(children))
             case cmd.CloseOwner(owner, reply):
-                self._close_owner(owner)
+                self.inflight.close_owner(owner)
                 cmd.resolve(reply)
             case cmd.Snapshot(reply):
                 cmd.resolve(reply, self.snapshot())
@@ -233,14 +230,8 @@ class EngineCore:
     def _fork(self, owner: int, source_id: int, handle_ids: tuple[int, ...]) -> None:
         source = self.handles.get(source_id, owner)
         if source.needs_prefill and source.prefill is None:
-            self._start_prefill(source_id, source)  # computed once, for every fork
+            self.inflight.start_prefill(source_id, source)  # computed once, for every fork
         self.handles.fork(source_id, handle_ids, owner)
-
-    def _release(self, owner: int, handle_ids) -> None:
-        for handle_id in handle_ids:
-            prefill = self.handles.release(handle_id, owner)
-            if prefill is not None:  # nobody wants its KV any more
-                self._abort_prefill(prefill)
 
     def _extend(self, command: cmd.Extend) -> None:
         owner = command.owner
@@ -257,101 +248,22 @@ class EngineCore:
             if parent.prefill is not None:
                 parent.prefill.parked.append(pending)
             elif not parent.needs_prefill:
-                self._start_draw(pending, parent)
+                self.inflight.start_draw(pending, parent)
             elif command.release_inputs and uses[draw.parent] == 1:
                 # Read once and released by this call: the draw computes its prompt itself,
                 # so no root pins blocks while it waits for a seat.
-                self._start_draw(pending, self.handles.take_table(draw.parent), take=True)
+                self.inflight.start_draw(pending, self.handles.take_table(draw.parent), take=True)
             else:
-                self._start_prefill(draw.parent, parent).parked.append(pending)
+                self.inflight.start_prefill(draw.parent, parent).parked.append(pending)
         if command.release_inputs:
-            self._release(owner, {d.parent for d in command.draws})
-
-    def _start_prefill(self, handle_id: int, handle: Handle) -> Prefill:
-        seq = Sequence(
-            seq_id=next(self._seq_ids),
-            token_ids=list(handle.token_ids[:-1]),  # each draw computes the last token itself
-            stop=StopRule(max_new_tokens=0),
-            params=RowParams(1.0, 0, 1.0, 0.0),
-            owner=handle.owner,
-            computes_prompt=True,
-        )
-        prefill = Prefill(seq, handle.token_ids, handle.grammar, members={handle_id})
-        handle.prefill = prefill
-        self._prefills[seq.seq_id] = prefill
-        self.scheduler.add(seq)
-        return prefill
-
-    def _start_draw(self, pending: Pending, source: Handle, take: bool = False) -> None:
-        """A sequence continuing `source`, sharing its blocks (`take`: moving them)."""
-        draw = pending.draw
-        table = source.block_table if take else self.blocks.fork(source.block_table)
-        generator = None
-        if draw.seed is not None:
-            generator = torch.Generator(device=self.runner.device).manual_seed(draw.seed)
-        seq = Sequence(
-            seq_id=next(self._seq_ids),
-            token_ids=list(source.token_ids),
-            stop=draw.stop,
-            params=draw.params,
-            generator=generator,
-            num_computed=source.num_computed,
-            block_table=table,
-            num_top_logprobs=draw.num_top_logprobs,
-            owner=pending.owner,
-            child=draw.child,
-            num_hashed_blocks=source.num_hashed_blocks,
-            computes_prompt=source.needs_prefill,
-            grammar=source.grammar,
-        )
-        self._draws[draw.child] = (seq, pending)
-        self.scheduler.add(seq)
-
-    def _abort_prefill(self, prefill: Prefill) -> None:
-        self._prefills.pop(prefill.seq.seq_id, None)
-        self.scheduler.abort(prefill.seq)
-        self.handles.fail_prefill(prefill)
-
-    def _cancel(self, owner: int, children: set[int]) -> None:
-        for child in children:
-            record = self._draws.get(child)
-            if record is not None and record[1].owner == owner:
-                del self._draws[child]
-                self.scheduler.abort(record[0])
-                cmd.resolve(record[1].draw.reply, error=RuntimeError("the draw was cancelled"))
-        for prefill in list(self._prefills.values()):
-            prefill.parked = [
-                p for p in prefill.parked if not (p.owner == owner and p.draw.child in children)
-            ]
-            if not prefill.wanted:
-                self._abort_prefill(prefill)
-        self._release(owner, children)  # those that finished before the cancel arrived
-
-    def _close_owner(self, owner: int) -> None:
-        self._cancel(owner, {c for c, (_, p) in self._draws.items() if p.owner == owner})
-        for prefill in list(self._prefills.values()):
-            prefill.parked = [p for p in prefill.parked if p.owner != owner]
-        self._release(owner, self.handles.of_owner(owner))
-        for prefill in list(self._prefills.values()):
-            if not prefill.wanted:
-                self._abort_prefill(prefill)
-        self._unreported.pop(owner, None)
+            self.inflight.release(owner, {d.parent for d in command.draws})
 
     def fail_all(self, exc: BaseException) -> None:
-        """A step raised (a bug) or the engine closes: fail everything in flight, free its
-        blocks, keep the handles (their owners release them)."""
-        for seq, pending in list(self._draws.values()):
-            self.scheduler.abort(seq)
-            cmd.resolve(pending.draw.reply, error=exc)
-        self._draws.clear()
-        for prefill in list(self._prefills.values()):
-            for pending in prefill.parked:
-                cmd.resolve(pending.draw.reply, error=exc)
-            prefill.parked.clear()
-            self._abort_prefill(prefill)
+        """A step raised (a bug) or the engine closes: fail everything in flight."""
+        self.inflight.fail_all(exc)
 
     def _update_weights(self, weights: dict, reply) -> None:
-        busy = len(self.handles) + len(self._draws) + len(self._prefills)
+        busy = len(self.handles) + len(self.inflight.draws) + len(self.inflight.prefills)
         if busy or self.blocks.stats.used:
             error = RuntimeError(
                 f"update_weights needs an idle engine: {busy} branches or requests are live "

@@ -15,6 +15,11 @@ Constrained decoding: a handle carries the immutable grammar state after its tok
 shares it, as it shares the blocks (copy-on-write: a draw's first token makes a new state and
 leaves the shared one untouched); a finished draw's handle takes its sequence's state.
 
+Idle KV: when a waiting sequence cannot fit and nothing running can be preempted, the core drops
+the KV of idle handles, least recently used first (`make_room`): the handle
+keeps its token ids and grammar state, its blocks are freed (full ones keep their prefix-cache
+hash), and its next extend or fork computes it again, counted as recompute, not as prompt.
+
 Only the engine loop's thread touches this module (through EngineCore); it is not thread-safe.
 """
 
@@ -66,6 +71,8 @@ class Handle:
     num_hashed_blocks: int = 0
     prefill: Prefill | None = None  # set while a prefill computes this handle's tokens
     grammar: GrammarState | None = None  # constrained decoding: the state after token_ids
+    evicted: bool = False  # its KV was dropped under pool pressure: computing it is recompute
+    last_used: int = 0  # HandleTable's clock when it was made or last read (LRU eviction)
 
     @property
     def needs_prefill(self) -> bool:
@@ -77,6 +84,7 @@ class HandleTable:
     def __init__(self, blocks: BlockManager):
         self.blocks = blocks
         self._handles: dict[int, Handle] = {}
+        self._clock = 0  # ticks on every add and get: the LRU order of eviction
 
     def __len__(self) -> int:
         return len(self._handles)
@@ -88,10 +96,9 @@ class HandleTable:
         handle = self._handles.get(handle_id)
         if handle is None or handle.owner != owner:
             raise ValueError(f"branch {handle_id} is unknown to this context or was released")
+        self._clock += 1
+        handle.last_used = self._clock
         return handle
-
-    def owners_holding_blocks(self) -> set[int]:
-        return {h.owner for h in self._handles.values() if h.block_table}
 
     def of_owner(self, owner: int) -> list[int]:
         return [i for i, h in self._handles.items() if h.owner == owner]
@@ -99,7 +106,30 @@ class HandleTable:
     def add(self, handle_id: int, handle: Handle) -> None:
         if handle_id in self._handles:
             raise RuntimeError(f"handle {handle_id} exists already (ids must be unique)")
+        self._clock += 1
+        handle.last_used = self._clock
         self._handles[handle_id] = handle
+
+    def make_room(self, token_ids: list[int]) -> list[int]:
+        """Evict idle handles, least recently used first (ties: lowest id), until the pool can
+        allocate `token_ids` or none holds blocks; returns the evicted ids in order. A handle
+        whose blocks are shared frees only what nobody else holds, so it may take several."""
+        holding = sorted((h.last_used, i) for i, h in self._handles.items() if h.block_table)
+        evicted = []
+        for _, handle_id in holding:
+            if self.blocks.can_allocate(token_ids):
+                break
+            self._evict(self._handles[handle_id])
+            evicted.append(handle_id)
+        return evicted
+
+    def _evict(self, handle: Handle) -> None:
+        """Drop a handle's KV, keeping its tokens: its next read computes them again."""
+        self.blocks.free(handle.block_table)
+        handle.block_table = []
+        handle.num_computed = 0
+        handle.num_hashed_blocks = 0
+        handle.evicted = True
 
     def adopt(self, seq: Sequence) -> None:
         """A finished sequence becomes handle `seq.child`, taking over its blocks."""
@@ -127,6 +157,7 @@ class HandleTable:
                 source.num_hashed_blocks,
                 source.prefill,
                 source.grammar,  # shared, like the blocks: states are immutable
+                source.evicted,
             )
             if source.prefill is not None:
                 source.prefill.members.add(handle_id)
@@ -163,6 +194,7 @@ class HandleTable:
             handle.num_computed = seq.num_computed
             handle.num_hashed_blocks = seq.num_hashed_blocks
             handle.prefill = None
+            handle.evicted = False
         prefill.members.clear()
 
     def fail_prefill(self, prefill: Prefill) -> None:

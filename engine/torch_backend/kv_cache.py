@@ -7,7 +7,12 @@ lists of block ids, one per sequence or branch); this module only counts referen
   registered and whose stored token ids match (cross-request prefix sharing);
 - `fork` shares a whole table (ref counts +1, no allocation, no copy);
 - `append_slots` grows a table, copying on write a shared, partially filled last block (the copy
-  itself is the model runner's job: it gets the (src, dst) pairs);
+  itself is the model runner's job: it gets the (src, dst) pairs). One write needs no copy: a
+  single slot that is the shared block's next unwritten one, or its last written one holding the
+  same token. Every holder of the block agrees on that slot (it is the same token after the same
+  prefix), so it is filled in place: the last prompt token of a prefill's forks, which each fork
+  computes again, lands in the shared block instead of one copy of it per fork. Each block
+  remembers how many of its slots are written and the token in its last written slot;
 - `free` drops references; a block at ref count 0 joins the tail of the free queue and keeps its
   hash, so it stays a cache hit until it is evicted from the head (least recently freed first);
 - `commit` hashes blocks once they are full and computed (incrementally: the caller keeps
@@ -53,6 +58,10 @@ class BlockManager:
         self._tokens: list[tuple[int, ...] | None] = [None] * num_blocks
         self._free: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
         self._by_hash: dict[int, int] = {}
+        # Slots written (or about to be, by the pass being scheduled) and the token in the last
+        # of them (None: not known), for the in-place write of a shared slot (append_slots).
+        self._fill = [0] * num_blocks
+        self._last: list[int | None] = [None] * num_blocks
 
     # ------------------------------------------------------------------ inspection
 
@@ -148,6 +157,7 @@ class BlockManager:
                 del self._free[b]
             self._refs[b] += 1
         fresh = [self._take() for _ in range(self._blocks_needed(len(token_ids)) - len(hits))]
+        self._mark_written(hits + fresh, len(hits) * self.block_size, len(token_ids), token_ids)
         return Allocation(tuple(hits + fresh), len(hits) * self.block_size)
 
     def _take(self) -> int:
@@ -159,10 +169,31 @@ class BlockManager:
             self._hash[block] = None
             self._tokens[block] = None
         self._refs[block] = 1
+        self._fill[block] = 0
+        self._last[block] = None
         return block
 
+    def _mark_written(
+        self, table: Sequence[int], start: int, end: int, token_ids: Sequence[int] | None
+    ) -> None:
+        """Record that positions [start, end) of the table are written (their KV is computed
+        by the pass being scheduled). Marking before the pass over-states a block's fill only
+        while its one holder is that pass's sequence: it only ever turns an in-place write into
+        a copy."""
+        bs = self.block_size
+        for i in range(start // bs, -(-end // bs)):
+            block = table[i]
+            top = min(end, (i + 1) * bs)
+            if top - i * bs >= self._fill[block]:
+                self._fill[block] = top - i * bs
+                self._last[block] = token_ids[top - 1] if token_ids is not None else None
+
     def _append_need(
-        self, block_table: list[int], num_tokens: int, num_new: int
+        self,
+        block_table: list[int],
+        num_tokens: int,
+        num_new: int,
+        token_ids: Sequence[int] | None = None,
     ) -> tuple[int, bool]:
         if num_tokens < 0 or num_new < 0 or num_tokens > len(block_table) * self.block_size:
             raise ValueError(
@@ -170,20 +201,50 @@ class BlockManager:
                 f"{len(block_table)} blocks of {self.block_size}"
             )
         needed = max(0, self._blocks_needed(num_tokens + num_new) - len(block_table))
-        index = num_tokens // self.block_size
+        offset = num_tokens % self.block_size
         cow = (
-            num_new > 0 and num_tokens % self.block_size != 0 and self._refs[block_table[index]] > 1
+            num_new > 0
+            and offset != 0
+            and self._refs[block_table[num_tokens // self.block_size]] > 1
+            and not self._agreed_slot(block_table, num_tokens, num_new, token_ids)
         )
         return needed + cow, cow
 
-    def can_append(self, block_table: list[int], num_tokens: int, num_new: int) -> bool:
-        return self._append_need(block_table, num_tokens, num_new)[0] <= len(self._free)
+    def _agreed_slot(
+        self, block_table: list[int], num_tokens: int, num_new: int, token_ids
+    ) -> bool:
+        """The write touches one slot of its shared block, and every holder agrees on that
+        slot's KV: it is the block's next unwritten slot (claimed now, with its token), or its
+        last written one, holding the same token."""
+        offset = num_tokens % self.block_size
+        if token_ids is None or min(num_new, self.block_size - offset) != 1:
+            return False
+        block = block_table[num_tokens // self.block_size]
+        fill = self._fill[block]
+        token = token_ids[num_tokens]
+        return offset == fill or (offset == fill - 1 and self._last[block] == token)
+
+    def can_append(
+        self,
+        block_table: list[int],
+        num_tokens: int,
+        num_new: int,
+        token_ids: Sequence[int] | None = None,
+    ) -> bool:
+        return self._append_need(block_table, num_tokens, num_new, token_ids)[0] <= len(self._free)
 
     def append_slots(
-        self, block_table: list[int], num_tokens: int, num_new: int
+        self,
+        block_table: list[int],
+        num_tokens: int,
+        num_new: int,
+        token_ids: Sequence[int] | None = None,
     ) -> list[tuple[int, int]] | None:
-        """Slots for positions [num_tokens, num_tokens + num_new); the CoW copies to apply."""
-        need, cow = self._append_need(block_table, num_tokens, num_new)
+        """Slots for positions [num_tokens, num_tokens + num_new); the CoW copies to apply.
+        `token_ids` (the sequence's tokens, covering those positions) lets a write of an agreed
+        slot into a shared block happen in place; without them a shared block is always
+        copied."""
+        need, cow = self._append_need(block_table, num_tokens, num_new, token_ids)
         if need > len(self._free):
             return None
         copies = []
@@ -196,6 +257,7 @@ class BlockManager:
             copies.append((src, dst))
         while len(block_table) * self.block_size < num_tokens + num_new:
             block_table.append(self._take())
+        self._mark_written(block_table, num_tokens, num_tokens + num_new, token_ids)
         return copies
 
     def _check_ids(self, block_table: Sequence[int]) -> None:

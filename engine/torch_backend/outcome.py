@@ -4,7 +4,8 @@ A sequence that computes a prompt (a prefill, or a draw that reads its root once
 first pass as computed prompt tokens and only later passes (after a preemption) as recomputed;
 a continuation of computed KV counts prefix-cache hits and recomputes only. Prefill accounting
 is owed to the owner and reported with its next finished draw (commands.Continuation), so a
-search's SearchStats add up to its prompt once, however many branches read the prompt.
+search's SearchStats add up to its prompt once, however many branches read the prompt. A handle
+whose KV was evicted (engine/torch_backend/handles.py) counts its second computation as recompute.
 """
 
 from __future__ import annotations
@@ -40,6 +41,21 @@ def prompt_tally(seq: Sequence, prompt_len: int) -> Tally:
         computed=prompt_len - seq.cached_tokens,
         recomputed=max(0, seq.recomputed_tokens - first_pass),
     )
+
+
+def recompute_tally(seq: Sequence, prompt_len: int) -> Tally:
+    """Accounting of a sequence that computed again the context of an evicted handle: the
+    `prompt_len - 1` tokens before the pending last one (which every draw computes anyway) are
+    recompute, less its prefix-cache hits; the prompt was counted when first computed."""
+    t = prompt_tally(seq, prompt_len - 1)
+    return Tally(recomputed=t.computed + t.recomputed)
+
+
+def context_tally(seq: Sequence, prompt_len: int) -> Tally:
+    """prompt_tally, or recompute_tally for a sequence rebuilding an evicted handle."""
+    if seq.recomputes_prompt:
+        return recompute_tally(seq, prompt_len)
+    return prompt_tally(seq, prompt_len)
 
 
 def continuation(seq: Sequence, pending: Pending, tally: Tally, step: int) -> Continuation:

@@ -14,7 +14,8 @@ The policy, across owners (an owner is one search or one request):
   recompute mostly hits the prefix cache) and it goes back to the front of the queue;
 - a waiting sequence that does not fit while nothing runs first takes the blocks of other
   waiting sequences (they recompute); if that is not enough it is returned as `stuck`, and the
-  core decides whether it waits for other owners to release branches or fails.
+  core takes the KV of idle branches for it (least recently used first), or fails it when even
+  the empty pool could not hold it.
 
 `postprocess()` advances computed counts, commits newly full blocks to the prefix cache (each
 sequence remembers how many are hashed), appends sampled tokens and applies stop rules. It never
@@ -117,7 +118,7 @@ class Scheduler:
         while i < len(self.running) and plan.budget > 0:
             seq = self.running[i]
             q = min(seq.num_uncomputed, plan.budget)
-            made = self.blocks.append_slots(seq.block_table, seq.num_computed, q)
+            made = self.blocks.append_slots(seq.block_table, seq.num_computed, q, seq.token_ids)
             if made is None:
                 # Only a sequence not yet picked for this pass can give its blocks back; if
                 # the victim is `seq` itself, running[i] is now the next one.
@@ -170,7 +171,7 @@ class Scheduler:
             seq.cached_tokens += allocation.num_cached_tokens
             return True
         q = min(seq.num_uncomputed, plan.budget)
-        made = self.blocks.append_slots(seq.block_table, seq.num_computed, q)
+        made = self.blocks.append_slots(seq.block_table, seq.num_computed, q, seq.token_ids)
         if made is None:
             return False
         plan.copies += made

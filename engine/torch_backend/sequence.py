@@ -55,6 +55,7 @@ class Sequence:
     cached_tokens: int = 0
     recomputed_tokens: int = 0
     computes_prompt: bool = False  # its first pass over the prompt is compute, not recompute
+    recomputes_prompt: bool = False  # it computes an evicted handle's context again
     scheduled_at: float | None = None  # perf_counter() when first given a seat
     start_len: int = field(init=False)
 
