@@ -25,6 +25,7 @@ implicit mode that the own engine's explicit forks do not pay.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import hashlib
 import itertools
@@ -92,7 +93,7 @@ def call_seed(seed: int, draw: int) -> int:
     return int.from_bytes(digest, "little") & 0x3FFF_FFFF
 
 
-class ImplicitBackend:
+class ImplicitBackend(abc.ABC):
     """What the implicit backends share: the tokenizer (text <-> ids, chat template) and
     `search`. A subclass sets `max_model_len` and implements `generate`."""
 
@@ -106,8 +107,9 @@ class ImplicitBackend:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         self._seeds = random.Random()
 
+    @abc.abstractmethod
     async def generate(self, call: GenerateCall) -> Generation:
-        raise NotImplementedError
+        """Sample `call.n` continuations of `call.prompt_ids` on the engine."""
 
     def encode(self, text: str) -> tuple[int, ...]:
         return tuple(self.tokenizer(text).input_ids)
