@@ -91,7 +91,7 @@ class PeerVLLM:
         # per problem: particles as [ids, text, score, finished, steps]
         roots = [self.tok(it.prompt).input_ids for it in items]
         pools = [[[list(r), "", 0.0, False, 0] for _ in range(n)] for r in roots]
-        for round_ in range(task.max_steps):
+        for _round in range(task.max_steps):
             live = [(pi, p) for pi, pool in enumerate(pools) for p in pool if not p[3]]
             if not live:
                 break

@@ -168,8 +168,8 @@ class ImplicitBackend(abc.ABC):
             metrics=ctx.stats.as_dict(),
         )
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 (optional hook: most engines hold nothing to close)
+        """Release the engine's resources; the base holds none."""
 
     def __enter__(self):
         return self
