@@ -83,7 +83,8 @@ def search_batch(
         SearchRequest(prompt=p, seed=problem_seed(seed, i), **request_fields)
         for i, p in enumerate(prompts)
     ]
-    get_strategy(strategy).check(requests[0], options) if requests else None
+    if requests:  # refuse bad options once, before any search starts
+        get_strategy(strategy).check(requests[0], options)
     gate = asyncio.Semaphore(concurrency)
 
     async def one(request: SearchRequest) -> SearchResult:
