@@ -338,3 +338,17 @@ def test_reset_prefix_cache_forgets_free_blocks_only():
     assert m.allocate(list(range(9))).num_cached_tokens == 0  # the prefix is gone
     again = m.allocate([50, 51, 52, 53, 54])
     assert again.num_cached_tokens == 4  # a block in use keeps its content
+
+
+def test_a_sole_holder_rewriting_a_claimed_slot_never_leaves_a_stale_cached_block():
+    """Found by review: A claims slot 3 of a shared block in place, commits it to the prefix
+    cache and leaves; B, now the only holder, writes another token there. The cached block must
+    not keep A's identity, or a later prompt would read B's KV as A's token."""
+    bm = BlockManager(8, 4)
+    b = list(bm.allocate([0, 0, 1]).block_ids)
+    a = bm.fork(b)
+    assert bm.append_slots(a, 3, 1, [0, 0, 1, 0]) == []  # A claims slot 3 in place
+    bm.commit(a, [0, 0, 1, 0], 4)
+    bm.free(a)
+    assert bm.append_slots(b, 3, 1, [0, 0, 1, 1]) == []  # B overwrites: sole holder
+    assert bm.allocate([0, 0, 1, 0, 5]).num_cached_tokens == 0  # no stale prefix hit

@@ -248,6 +248,8 @@ class BlockManager:
         if need > len(self._free):
             return None
         copies = []
+        if num_new and not cow and num_tokens // self.block_size < len(block_table):
+            self._forget_overwritten(block_table, num_tokens, num_new, token_ids)
         if cow:
             index = num_tokens // self.block_size
             src = block_table[index]
@@ -259,6 +261,26 @@ class BlockManager:
             block_table.append(self._take())
         self._mark_written(block_table, num_tokens, num_tokens + num_new, token_ids)
         return copies
+
+    def _forget_overwritten(
+        self, block_table: list[int], num_tokens: int, num_new: int, token_ids
+    ) -> None:
+        """A sole holder rewriting slots another holder wrote before it left (an agreed-slot
+        claim that then diverged) with other content: the block's cached identity is stale, so
+        it leaves the prefix cache and its fill drops back to the write."""
+        block = block_table[num_tokens // self.block_size]
+        offset = num_tokens % self.block_size
+        if offset >= self._fill[block] or self._agreed_slot(
+            block_table, num_tokens, num_new, token_ids
+        ):
+            return
+        h = self._hash[block]
+        if h is not None and self._by_hash.get(h) == block:
+            del self._by_hash[h]
+        self._hash[block] = None
+        self._tokens[block] = None
+        self._fill[block] = offset
+        self._last[block] = None
 
     def _check_ids(self, block_table: Sequence[int]) -> None:
         for b in block_table:
