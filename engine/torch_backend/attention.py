@@ -29,6 +29,17 @@ class AttentionMetadata:
     mask: torch.Tensor  # (B, 1, max_q, max_blocks * block_size) bool: query may see key
 
 
+@dataclass(frozen=True)
+class PagedDecodeMetadata:
+    """One decode step's inputs for the Triton kernel (paged_decode.py), which every layer
+    reads: static buffers when a CUDA graph replays them (cuda_decode.py)."""
+
+    slot_mapping: torch.Tensor  # (B,) int64: slot of each row's new token
+    block_tables: torch.Tensor  # (B, W) int32; a row's first ceil(len / block_size) are read
+    context_lens: torch.Tensor  # (B,) int32: tokens with KV after this step, >= 1
+    splits: int  # context parts per row (flash decoding); 1: no merge kernel
+
+
 def build_metadata(
     query_lens: Sequence[int],
     context_lens: Sequence[int],

@@ -53,6 +53,7 @@ class Engine:
         dtype: torch.dtype | None = None,
         threads: int | None = None,
         structured_backend: str = DEFAULT_BACKEND,
+        cuda_graphs: bool = True,
     ):
         self.model_path = Path(model_path)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -73,7 +74,13 @@ class Engine:
             eos_ids=self.eos_token_ids,
             backend=structured_backend,
         )
-        runner = ModelRunner(model, num_blocks=num_blocks, block_size=block_size)
+        runner = ModelRunner(
+            model,
+            num_blocks=num_blocks,
+            block_size=block_size,
+            max_num_seqs=max_num_seqs,
+            cuda_graphs=cuda_graphs,
+        )
         self.core = EngineCore(
             runner,
             self.blocks,

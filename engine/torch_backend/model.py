@@ -17,7 +17,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from ponder.engine.torch_backend.attention import AttentionMetadata, paged_attention
+from ponder.engine.torch_backend.attention import (
+    AttentionMetadata,
+    PagedDecodeMetadata,
+    paged_attention,
+    write_slots,
+)
 from ponder.engine.torch_backend.cascade import DecodeMetadata, cascade_attention
 from safetensors.torch import load_file
 from torch import nn
@@ -170,8 +175,15 @@ class Attention(nn.Module):
         else:  # rotate q and k heads in one go
             qk = apply_rope(qkv[:, : q_size + kv_size].view(n, -1, c.head_dim), cos, sin)
             q, k = qk[:, : c.num_heads], qk[:, c.num_heads :]
-        attend = cascade_attention if isinstance(meta, DecodeMetadata) else paged_attention
-        out = attend(q, k, v, kv[0], kv[1], meta, scale=c.head_dim**-0.5)
+        scale = c.head_dim**-0.5
+        if isinstance(meta, PagedDecodeMetadata):  # CUDA: Triton reads the blocks in place
+            from ponder.engine.torch_backend.paged_decode import paged_decode_attention
+
+            write_slots(kv[0], kv[1], meta.slot_mapping, k, v)
+            out = paged_decode_attention(q, kv[0], kv[1], meta, scale)
+        else:
+            attend = cascade_attention if isinstance(meta, DecodeMetadata) else paged_attention
+            out = attend(q, k, v, kv[0], kv[1], meta, scale=scale)
         return self.o_proj(out.reshape(n, q_size))  # (N, hidden)
 
 
@@ -301,7 +313,7 @@ class CausalLM(nn.Module):
         self,
         input_ids: torch.Tensor,
         positions: torch.Tensor,
-        meta: AttentionMetadata | DecodeMetadata,
+        meta: AttentionMetadata | DecodeMetadata | PagedDecodeMetadata,
         kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
     ) -> torch.Tensor:
         """input_ids, positions: (N,) -> hidden states (N, hidden)."""

@@ -3,10 +3,16 @@
 Input: one ForwardInput per sequence (the new tokens, where they start, the block table that
 covers them) plus the copy-on-write block pairs to apply first. Output: float32 logits at each
 input's last new token. No scheduling, no sampling, no block allocation policy.
+
+Kernels: prefill and mixed steps use the portable dense kernel (attention.py). Decode steps use
+cascade attention (cascade.py) on the CPU, and on CUDA, where Triton is installed, the paged
+kernel replayed from CUDA graphs (cuda_decode.py). The cache holds one block more than the
+block manager hands out: a scratch block that padding rows of a captured graph write into.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,7 +30,15 @@ class ForwardInput:
 
 
 class ModelRunner:
-    def __init__(self, model: CausalLM, *, num_blocks: int, block_size: int):
+    def __init__(
+        self,
+        model: CausalLM,
+        *,
+        num_blocks: int,
+        block_size: int,
+        max_num_seqs: int = 256,
+        cuda_graphs: bool = True,
+    ):
         self.model = model
         self.block_size = block_size
         self.num_blocks = num_blocks
@@ -33,7 +47,7 @@ class ModelRunner:
         self.device, self.dtype = param.device, param.dtype
         self.kv_caches = make_kv_cache(
             c.num_layers,
-            num_blocks,
+            num_blocks + 1,  # + the scratch block (index num_blocks), never handed out
             block_size,
             c.num_kv_heads,
             c.head_dim,
@@ -41,6 +55,19 @@ class ModelRunner:
             self.device,
         )
         self.workspace = Workspace(self.device, self.dtype)
+        self.cuda_decoder = None
+        if self.device.type == "cuda" and importlib.util.find_spec("triton") is not None:
+            from ponder.engine.torch_backend.cuda_decode import CudaDecoder
+
+            self.cuda_decoder = CudaDecoder(
+                model,
+                self.kv_caches,
+                block_size=block_size,
+                max_blocks_per_seq=-(-c.max_position_embeddings // block_size),
+                scratch_block=num_blocks,
+                max_batch=max_num_seqs,
+                graphs=cuda_graphs,
+            )
 
     @property
     def vocab_size(self) -> int:
@@ -79,6 +106,8 @@ class ModelRunner:
         if sum(query_lens) == len(inputs):  # pure decode: cascade over shared prompts
             ids = [x.token_ids[0] for x in inputs]
             positions = [x.num_computed for x in inputs]
+            if self.cuda_decoder is not None and len(inputs) <= self.cuda_decoder.max_batch:
+                return self.cuda_decoder.run(ids, positions, context_lens, tables)
             meta = plan_decode(context_lens, tables, self.block_size, self.workspace)
         else:
             ids, positions = [], []
