@@ -16,7 +16,8 @@ to bench/results/gpu_decode.json (or --out):
    tok/s <= batch / ((weights + KV bytes) / bandwidth), taking the mean context and the
    bandwidth of a device-to-device copy measured here (--bandwidth-gbs overrides it).
 3. Per decode step at batch 64: the graph replay alone (CUDA events) against the engine's whole
-   step (wall clock): the rest is the engine's overhead outside the forward pass.
+   step (wall clock): the rest is the engine's overhead outside the forward pass. With
+   --profile DIR, also the engine's Python by function and the forward's kernels.
 
 Without --model the benchmark model has SmolLM2-135M-Instruct's configuration (30 layers,
 hidden 576, 9 query / 3 kv heads, vocab 49152, tied embeddings) with seeded random weights:
@@ -122,6 +123,10 @@ def agreement(path, dtype, tokens: int) -> dict:
     vocab = hf.config.vocab_size
     batch = prompts(vocab, 8, seed=1)
     want = [hf_greedy(hf, p, tokens) for p in batch]
+    exact = want
+    if dtype != torch.float32:  # how far low precision alone moves HF's own tokens
+        hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).cuda().eval()
+        exact = [hf_greedy(hf, p, tokens) for p in batch]
     del hf
     got = {}
     for graphs in (True, False):
@@ -134,10 +139,17 @@ def agreement(path, dtype, tokens: int) -> dict:
         "prompts": len(batch),
         "tokens_each": tokens,
         "equal_to_hf": sum(a == b for a, b in pairs),
-        "equal_tokens_to_hf": sum(x == y for a, b in pairs for x, y in zip(a, b, strict=True)),
+        "equal_tokens_to_hf": count(got[True], want),
         "first_divergence": first_diff,
         "graphs_equal_eager": got[True] == got[False],
+        "ponder_equal_tokens_to_hf_fp32": count(got[True], exact),
+        "hf_equal_tokens_to_hf_fp32": count(want, exact),
     }
+
+
+def count(a: list[list[int]], b: list[list[int]]) -> int:
+    """Positions where two lists of token lists agree."""
+    return sum(x == y for s, t in zip(a, b, strict=True) for x, y in zip(s, t, strict=True))
 
 
 def ponder_tok_s(engine, prompt: list[int], batch: int, tokens: int) -> float:
@@ -196,6 +208,38 @@ def step_split(engine, prompt: list[int], batch: int, tokens: int) -> dict:
             "overhead_ms": round(step - replay, 3)}  # fmt: skip
 
 
+def profiles(engine, prompt: list[int], folder: Path) -> None:
+    """Where a batch-64 decode step goes: the engine's Python (cProfile of one request, by own
+    time) and the forward's kernels (torch.profiler over eager forwards, by CUDA time)."""
+    import cProfile
+    import io
+    import pstats
+
+    from ponder.engine import SamplingParams
+
+    folder.mkdir(parents=True, exist_ok=True)
+    params = SamplingParams(n=64, max_tokens=64, seed=3, ignore_eos=True)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    engine.generate(prompt, params)
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(30)
+    (folder / "engine_step_cprofile.txt").write_text(text.getvalue())
+    decoder = engine.core.runner.cuda_decoder
+    with (
+        torch.inference_mode(),
+        torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+        ) as prof,
+    ):
+        for _ in range(3):
+            decoder._forward(64)
+        torch.cuda.synchronize()
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=30)
+    (folder / "forward_kernels.txt").write_text(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="HF folder (default: SmolLM2-135M shape)")
@@ -204,6 +248,7 @@ def main() -> None:
     parser.add_argument("--bandwidth-gbs", type=float, default=None)
     parser.add_argument("--batches", default="1,16,64")
     parser.add_argument("--out", default=str(RESULTS / "gpu_decode.json"))
+    parser.add_argument("--profile", type=Path, default=None, help="write profiles to this folder")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("gpu_decode.py needs a CUDA GPU (torch.cuda.is_available() is False)")
@@ -255,6 +300,8 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     split = step_split(engines[True], prompt_sets["short"], 64, 64)
+    if args.profile:
+        profiles(engines[True], prompt_sets["short"], args.profile)
     for e in engines.values():
         e.close()
 

@@ -74,6 +74,7 @@ prompts = [[1, 5, 6, 7, 8, 9, 10, 11], [1, 11, 12], [1, 20, 21, 22, 23, 24, 25, 
 
 
 def decode(paged: bool):
+    model.use_triton(paged)  # fused norms, rotary embedding + KV write, SiLU-and-multiply
     runner = ModelRunner(model, num_blocks=BLOCKS, block_size=BS)
     runner.cuda_decoder = None  # the cascade path, also on CUDA
     if paged:  # what ModelRunner builds on CUDA: graphs there, eager launches on the CPU
@@ -116,6 +117,57 @@ print("ok")
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
+FUSED_VS_TORCH = """
+import os
+
+import torch
+import torch.nn.functional as F
+from ponder.engine.torch_backend import fused_ops
+from ponder.engine.torch_backend.attention import write_slots
+from ponder.engine.torch_backend.model import RMSNorm, apply_rope, rope_inv_freq, rope_tables
+
+on = torch.device(os.environ["CHECK_DEVICE"])
+low = torch.float16 if on.type == "cpu" else torch.bfloat16
+torch.manual_seed(0)
+for dtype, tol in ((torch.float32, 1e-5), (low, 1e-2)):
+    close = lambda a, b: torch.testing.assert_close(a.float(), b.float(), atol=tol, rtol=tol)
+    n, hidden, hq, hkv, d, inter = 7, 96, 6, 2, 32, 80  # widths that are not powers of two
+    norm = RMSNorm(hidden, 1e-5).to(on)
+    norm.weight.data = torch.randn(hidden, device=on)
+    norm = norm.to(dtype)
+    x, res = (torch.randn(n, hidden, device=on, dtype=dtype) for _ in range(2))
+    for residual in (None, res):
+        want_out, want_res = norm.add(x, None if residual is None else residual.clone())
+        got_out, got_res = fused_ops.add_rms_norm(
+            x, None if residual is None else residual.clone(), norm.weight, 1e-5
+        )
+        close(got_out, want_out)
+        close(got_res, want_res)
+    qkv = torch.randn(n, (hq + 2 * hkv) * d, device=on, dtype=dtype)
+    positions = torch.randint(0, 500, (n,), device=on)
+
+    class C:
+        head_dim, rope_theta, rope_scaling = d, 10000.0, None
+
+    cos, sin = rope_tables(positions, rope_inv_freq(C).to(on), dtype)
+    want_q = apply_rope(qkv[:, : hq * d].view(n, hq, d), cos, sin)
+    want_k = apply_rope(qkv[:, hq * d : (hq + hkv) * d].view(n, hkv, d), cos, sin)
+    v = qkv[:, (hq + hkv) * d :].view(n, hkv, d).clone()
+    caches = [torch.zeros(hkv, 5, 4, d, device=on, dtype=dtype) for _ in range(4)]
+    slots = torch.tensor([0, 3, 4, 9, 10, 17, 19], device=on)
+    write_slots(caches[0], caches[1], slots, want_k, v)
+    got = qkv.clone()
+    fused_ops.rope_(got, cos, sin, hq, hkv, d, cache=(caches[2], caches[3], slots))
+    close(got[:, : hq * d].view(n, hq, d), want_q)
+    close(got[:, hq * d : (hq + hkv) * d].view(n, hkv, d), want_k)
+    close(caches[2], caches[0])
+    close(caches[3], caches[1])
+    gate_up = torch.randn(n, 2 * inter, device=on, dtype=dtype)
+    gate, up = gate_up.chunk(2, dim=-1)
+    close(fused_ops.silu_mul(gate_up), F.silu(gate) * up)
+print("ok")
+"""
+
 
 def run_child(source: str, device: str) -> None:
     """`source` in a fresh interpreter: under Triton's interpreter on the CPU, compiled on CUDA."""
@@ -140,8 +192,16 @@ def test_triton_kernel_matches_dense_kernel(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_fused_ops_match_torch_ops(device):
+    """Fused add + RMSNorm (with and without a residual), rotary embedding with the KV write,
+    SiLU-and-multiply: the portable torch ops' results, fp32 and half precision."""
+    run_child(FUSED_VS_TORCH, device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_cuda_decoder_matches_cascade_decode(device):
-    """The runner's CUDA decode path (static buffers, tables written as wide as needed,
-    padding rows) gives the cascade path's logits and greedy tokens on the embedded model, with
-    forks sharing a prompt's blocks, and padding touches only the scratch block."""
+    """The runner's CUDA configuration (fused kernels, static buffers, tables written as wide
+    as needed, padding rows; graphs on CUDA) gives the portable path's logits and greedy tokens
+    on the embedded model, prefill and decode, with forks sharing a prompt's blocks, and padding
+    touches only the scratch block."""
     run_child(DECODER_VS_CASCADE, device)

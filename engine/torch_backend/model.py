@@ -10,6 +10,7 @@ q/k norms, SwiGLU MLP, tied or separate output embeddings. Anything else is a Va
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from dataclasses import dataclass
@@ -28,6 +29,13 @@ from safetensors.torch import load_file
 from torch import nn
 
 SUPPORTED = ("llama", "qwen2", "qwen3")
+
+
+def fused_ops():
+    """The Triton kernels (fused_ops.py), imported on first use: Triton is optional."""
+    from ponder.engine.torch_backend import fused_ops as ops
+
+    return ops
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +139,7 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
+        self.triton = False  # set by CausalLM.use_triton
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
@@ -139,6 +148,14 @@ class RMSNorm(nn.Module):
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x.to(dtype)
+
+    def add(self, x: torch.Tensor, residual: torch.Tensor | None):
+        """residual = residual + x (x alone when None), then this norm of it: (normed, residual).
+        The residual stream's add fused with the next norm (one Triton kernel on CUDA)."""
+        if self.triton:
+            return fused_ops().add_rms_norm(x, residual, self.weight, self.eps)
+        residual = x if residual is None else residual + x
+        return self(residual), residual
 
 
 class Attention(nn.Module):
@@ -150,6 +167,7 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(c.hidden_size, c.num_kv_heads * c.head_dim, bias=c.qkv_bias)
         self.o_proj = nn.Linear(c.num_heads * c.head_dim, c.hidden_size, bias=c.o_bias)
         self.qkv_proj: nn.Linear | None = None  # q, k, v stacked: set by `fuse`
+        self.triton = False  # set by CausalLM.use_triton
         if c.qk_norm:
             self.q_norm = RMSNorm(c.head_dim, c.rms_norm_eps)
             self.k_norm = RMSNorm(c.head_dim, c.rms_norm_eps)
@@ -167,6 +185,9 @@ class Attention(nn.Module):
         n = x.shape[0]
         q_size, kv_size = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
         qkv = self.qkv_proj(x)  # (N, (Hq + 2 Hkv) D)
+        scale = c.head_dim**-0.5
+        if self.triton and not c.qk_norm:
+            return self.o_proj(self._triton_attention(qkv, cos, sin, kv, meta, scale))
         v = qkv[:, q_size + kv_size :].view(n, c.num_kv_heads, c.head_dim)  # (N, Hkv, D)
         if c.qk_norm:
             q = self.q_norm(qkv[:, :q_size].view(n, c.num_heads, c.head_dim))
@@ -175,7 +196,6 @@ class Attention(nn.Module):
         else:  # rotate q and k heads in one go
             qk = apply_rope(qkv[:, : q_size + kv_size].view(n, -1, c.head_dim), cos, sin)
             q, k = qk[:, : c.num_heads], qk[:, c.num_heads :]
-        scale = c.head_dim**-0.5
         if isinstance(meta, PagedDecodeMetadata):  # CUDA: Triton reads the blocks in place
             from ponder.engine.torch_backend.paged_decode import paged_decode_attention
 
@@ -186,6 +206,26 @@ class Attention(nn.Module):
             out = attend(q, k, v, kv[0], kv[1], meta, scale=scale)
         return self.o_proj(out.reshape(n, q_size))  # (N, hidden)
 
+    def _triton_attention(self, qkv, cos, sin, kv, meta, scale) -> torch.Tensor:
+        """Rotary embedding (and, in a decode step, the KV write) in one kernel, in place in
+        qkv; then the paged decode kernel, or the portable kernels for prefill. -> (N, Hq D)"""
+        from ponder.engine.torch_backend.paged_decode import paged_decode_attention
+
+        c, n = self.c, qkv.shape[0]
+        q_size, kv_size = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
+        decode = isinstance(meta, PagedDecodeMetadata)
+        cache = (kv[0], kv[1], meta.slot_mapping) if decode else None
+        fused_ops().rope_(qkv, cos, sin, c.num_heads, c.num_kv_heads, c.head_dim, cache)
+        q = qkv[:, :q_size].view(n, c.num_heads, c.head_dim)
+        if decode:
+            out = paged_decode_attention(q, kv[0], kv[1], meta, scale)
+        else:
+            k = qkv[:, q_size : q_size + kv_size].view(n, c.num_kv_heads, c.head_dim)
+            v = qkv[:, q_size + kv_size :].view(n, c.num_kv_heads, c.head_dim)
+            attend = cascade_attention if isinstance(meta, DecodeMetadata) else paged_attention
+            out = attend(q, k, v, kv[0], kv[1], meta, scale=scale)
+        return out.reshape(n, q_size)
+
 
 class MLP(nn.Module):
     def __init__(self, c: ModelConfig):
@@ -194,6 +234,7 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=c.mlp_bias)
         self.down_proj = nn.Linear(c.intermediate_size, c.hidden_size, bias=c.mlp_bias)
         self.gate_up_proj: nn.Linear | None = None  # gate and up stacked: set by `fuse`
+        self.triton = False  # set by CausalLM.use_triton
 
     def fuse(self) -> None:
         fused = _stack_linears((self.gate_proj, self.up_proj))
@@ -201,6 +242,8 @@ class MLP(nn.Module):
         self.gate_up_proj = fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.triton:
+            return self.down_proj(fused_ops().silu_mul(self.gate_up_proj(x)))
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
         return self.down_proj(F.silu(gate).mul_(up))
 
@@ -227,9 +270,14 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
 
-    def forward(self, x, cos, sin, kv, meta):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, kv, meta)
-        return x.add_(self.mlp(self.post_attention_layernorm(x)))
+    def forward(self, x, residual, cos, sin, kv, meta):
+        """The residual stream is carried beside each layer's output and added by the next
+        norm: (output, residual) -> (output, residual), with residual None at the first layer."""
+        h, residual = self.input_layernorm.add(x, residual)
+        h, residual = self.post_attention_layernorm.add(
+            self.self_attn(h, cos, sin, kv, meta), residual
+        )
+        return self.mlp(h), residual
 
 
 class CausalLM(nn.Module):
@@ -266,7 +314,10 @@ class CausalLM(nn.Module):
             raise ValueError(f"{path}: checkpoint tensors this model does not use: {unused[:5]}")
         model.load_state_dict(state, assign=True)
         model.inv_freq = rope_inv_freq(config)
-        return model.to(device).eval()
+        model = model.to(device).eval()
+        if model.inv_freq.device.type == "cuda" and importlib.util.find_spec("triton"):
+            model.use_triton()
+        return model
 
     def _checkpoint_tensor(
         self, name: str, weights: dict[str, torch.Tensor], shape: torch.Size
@@ -319,9 +370,19 @@ class CausalLM(nn.Module):
         """input_ids, positions: (N,) -> hidden states (N, hidden)."""
         x = self.embed_tokens(input_ids)  # (N, hidden)
         cos, sin = rope_tables(positions, self.inv_freq, x.dtype)
+        residual = None
         for layer, kv in zip(self.layers, kv_caches, strict=True):
-            x = layer(x, cos, sin, kv, meta)
-        return self.norm(x)
+            x, residual = layer(x, residual, cos, sin, kv, meta)
+        return self.norm.add(x, residual)[0]
+
+    def use_triton(self, on: bool = True) -> CausalLM:
+        """Run norms, rotary embeddings, the KV write and SiLU-and-multiply as fused Triton
+        kernels (fused_ops.py): on CUDA by default where Triton is installed (from_pretrained),
+        on the CPU only under TRITON_INTERPRET=1 (tests)."""
+        for module in self.modules():
+            if isinstance(module, RMSNorm | Attention | MLP):
+                module.triton = on
+        return self
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden).float()

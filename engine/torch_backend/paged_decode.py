@@ -31,7 +31,7 @@ from ponder.engine.torch_backend.attention import PagedDecodeMetadata
 def _decode_part(
     q_ptr, k_ptr, v_ptr, tables_ptr, lens_ptr, out_ptr, m_ptr, l_ptr, acc_ptr,
     scale,
-    stride_qb, stride_qh,
+    stride_qb, stride_qh, stride_ob, stride_oh,
     stride_kh, stride_kb, stride_ks,
     stride_tb,
     REP: tl.constexpr, REP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
@@ -79,7 +79,7 @@ def _decode_part(
     keep = r < REP
     if SPLITS == 1:  # the only part: normalise and write the output
         out = acc / s[:, None]
-        out_at = out_ptr + row * stride_qb + heads[:, None] * stride_qh + d[None, :]
+        out_at = out_ptr + row * stride_ob + heads[:, None] * stride_oh + d[None, :]
         tl.store(out_at, out.to(out_ptr.dtype.element_ty), mask=keep[:, None])
     else:  # partial results, (B, Hq, SPLITS[, D]) float32; an empty part has s = 0, m = -inf
         part = (row * (tl.num_programs(1) * REP) + heads) * SPLITS + split  # (REP_PAD,)
@@ -127,8 +127,9 @@ def paged_decode_attention(
     meta: PagedDecodeMetadata,
     scale: float,
 ) -> torch.Tensor:
-    """q: (B, Hq, D) -> (B, Hq, D), attending over each row's first context_lens keys. The new
-    token's key and value must already be in the cache (attention.write_slots)."""
+    """q: (B, Hq, D), any row and head strides -> (B, Hq, D), attending over each row's first
+    context_lens keys. The new token's key and value must already be in the cache
+    (attention.write_slots or fused_ops.rope_)."""
     batch, heads, head_dim = q.shape
     num_kv, _, block_size, _ = k_cache.shape
     rep = heads // num_kv
@@ -136,8 +137,7 @@ def paged_decode_attention(
         raise ValueError(f"paged decode needs a power-of-two head_dim >= 16, got {head_dim}")
     if k_cache.stride(3) != 1 or q.stride(2) != 1:
         raise ValueError("paged decode needs the head dimension contiguous")
-    q = q.contiguous()
-    out = torch.empty_like(q)
+    out = torch.empty(batch, heads, head_dim, device=q.device, dtype=q.dtype)
     splits = meta.splits
     if splits > 1:
         m = torch.empty(batch, heads, splits, device=q.device, dtype=torch.float32)
@@ -149,7 +149,7 @@ def paged_decode_attention(
     _decode_part[(batch, num_kv, splits)](
         q, k_cache, v_cache, tables, meta.context_lens, out, m, s, acc,
         scale,
-        q.stride(0), q.stride(1),
+        q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         tables.stride(0),
         REP=rep, REP_PAD=max(16, triton.next_power_of_2(rep)), HEAD_DIM=head_dim,
