@@ -10,6 +10,7 @@ from ponder.engine.torch_backend.sampling import (
     filter_logits,
     sample,
     sample_reference,
+    uniforms,
 )
 from ponder.engine.torch_backend.sequence import StopRule
 
@@ -36,7 +37,7 @@ def test_filter_min_p_relative_to_max():
 def test_greedy_and_raw_logprobs():
     logits = torch.tensor([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
     params = [RowParams(0.0, 0, 1.0, 0.0)] * 2
-    out = sample(logits, params, [None, None], num_top=2)
+    out = sample(logits, params, [0, 0], [0, 0], num_top=2)
     assert out.token_ids == [1, 2]
     expected = torch.log_softmax(logits, dim=-1)
     assert out.logprobs == pytest.approx([expected[0, 1].item(), expected[1, 2].item()])
@@ -47,21 +48,10 @@ def test_seeded_rows_do_not_depend_on_the_batch():
     torch.manual_seed(0)
     logits = torch.randn(3, 50)
     p = RowParams(1.0, 0, 1.0, 0.0)
-
-    def gen(seed):
-        g = torch.Generator()
-        g.manual_seed(seed)
-        return g
-
-    alone = [sample(logits[1:2], [p], [gen(7)]).token_ids[0] for _ in range(1)]
-    draws_alone = []
-    g = gen(7)
-    for _ in range(20):
-        draws_alone.append(sample(logits[1:2], [p], [g]).token_ids[0])
-    g1, g2, g3 = gen(1), gen(7), gen(3)
-    draws_batched = [sample(logits, [p] * 3, [g1, g2, g3]).token_ids[1] for _ in range(20)]
-    assert draws_alone == draws_batched
-    assert alone[0] == draws_alone[0]
+    alone = [sample(logits[1:2], [p], [7], [k]).token_ids[0] for k in range(20)]
+    batched = [sample(logits, [p] * 3, [1, 7, 3], [k, k, 5]).token_ids[1] for k in range(20)]
+    assert alone == batched
+    assert len(set(alone)) > 1  # the counter moves the stream
 
 
 @pytest.mark.parametrize("vocab", [7, 104, 256, 1000, 5003])
@@ -74,11 +64,10 @@ def test_chunked_inverse_cdf_matches_the_full_cumsum(vocab):
              RowParams(0.7, 0, 1.0, 0.0), RowParams(1.3, 5, 0.9, 0.0),
              RowParams(1.0, 0, 1.0, 0.05)]  # fmt: skip
     params = [kinds[i % len(kinds)] for i in range(40)]
-    seeds = [torch.Generator().manual_seed(100 + i) for i in range(40)]
-    twins = [torch.Generator().manual_seed(100 + i) for i in range(40)]
-    for _ in range(5):
-        got = sample(logits, params, seeds)
-        assert got.token_ids == sample_reference(logits, params, twins)
+    seeds = [100 + i for i in range(40)]
+    for k in range(5):
+        got = sample(logits, params, seeds, [k] * 40)
+        assert got.token_ids == sample_reference(logits, params, seeds, [k] * 40)
         raw = torch.log_softmax(logits, -1)
         want_lp = raw.gather(1, torch.tensor(got.token_ids)[:, None])[:, 0]
         torch.testing.assert_close(torch.tensor(got.logprobs), want_lp, atol=1e-5, rtol=1e-5)
@@ -87,18 +76,85 @@ def test_chunked_inverse_cdf_matches_the_full_cumsum(vocab):
 def test_sampling_follows_the_distribution():
     probs = torch.tensor([0.7, 0.2, 0.1])
     logits = probs.log().expand(4000, 3).clone()
-    g = torch.Generator()
-    g.manual_seed(0)
-    out = sample(logits, [RowParams(1.0, 0, 1.0, 0.0)] * 4000, [g] * 4000)
+    out = sample(logits, [RowParams(1.0, 0, 1.0, 0.0)] * 4000, [0] * 4000, range(4000))
     freq = torch.bincount(torch.tensor(out.token_ids), minlength=3).float() / 4000
     assert torch.allclose(freq, probs, atol=0.03)
 
 
+def splitmix64_draw(seed: int, k: int) -> float:
+    """The textbook SplitMix64 in Python integers: draw k of the stream started at mix(seed)."""
+    mask = 2**64 - 1
+
+    def mix(z):
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        return z ^ (z >> 31)
+
+    return (mix((mix(seed) + (k + 1) * 0x9E3779B97F4A7C15) & mask) >> 40) / 2**24
+
+
+def test_uniforms_are_splitmix64_draws_of_seed_and_counter():
+    seeds = [0, 1, 2**63 - 1, 2**64 - 1, 1234567890123, 7]
+    counters = [0, 0, 5, 2**40, 17, 2**64 - 2]
+    got = uniforms(seeds, counters).tolist()
+    assert got == [splitmix64_draw(s, k) for s, k in zip(seeds, counters, strict=True)]
+    # Entry by entry: a pure function of its own pair, whatever else is in the call.
+    assert [uniforms([s], [k]).item() for s, k in zip(seeds, counters, strict=True)] == got
+
+
+def ks_statistic(u: torch.Tensor) -> float:
+    """Kolmogorov-Smirnov distance between the sample `u` and Uniform[0, 1)."""
+    x = u.double().sort().values
+    n = x.numel()
+    above = torch.arange(1, n + 1, dtype=torch.float64) / n - x
+    below = x - torch.arange(n, dtype=torch.float64) / n
+    return max(above.max().item(), below.max().item())
+
+
+N = 100_000
+KS_CRITICAL = 1.95 / math.sqrt(N)  # the 0.1% critical value of the KS distance
+CORR_LIMIT = 4.5 / math.sqrt(N)  # |Pearson r| of independent uniforms: sd 1/sqrt(N)
+
+
+@pytest.mark.parametrize(
+    "name, seeds, counters",
+    [
+        ("one stream, counters 0..N-1", [12345] * N, range(N)),
+        ("seeds 0..N-1, draw 0 of each", range(N), [0] * N),
+        ("seeds a golden-ratio step apart", [(k * 0x9E3779B97F4A7C15) % 2**64 for k in range(N)],
+         [0] * N),
+    ],
+)  # fmt: skip
+def test_uniforms_are_uniform_and_uncorrelated(name, seeds, counters):
+    u = uniforms(list(seeds), list(counters)).double()  # (N,)
+    assert u.min() >= 0 and u.max() < 1
+    assert ks_statistic(u) < KS_CRITICAL, name
+    counts = torch.histc(u, bins=100, min=0, max=1)
+    chi2 = ((counts - N / 100) ** 2 / (N / 100)).sum().item()
+    assert chi2 < 148.2, name  # the 0.1% critical value of chi-square with 99 degrees of freedom
+    # Neighbours (consecutive counters, or adjacent seeds): no linear correlation.
+    r = torch.corrcoef(torch.stack((u[:-1], u[1:])))[0, 1].item()
+    assert abs(r) < CORR_LIMIT, name
+    # Pairs of neighbours fill the unit square evenly (a 10 x 10 grid), as independent ones do.
+    cells = (u[:-1] * 10).long() * 10 + (u[1:] * 10).long()
+    grid = torch.bincount(cells, minlength=100).double()
+    chi2_pairs = ((grid - (N - 1) / 100) ** 2 / ((N - 1) / 100)).sum().item()
+    assert chi2_pairs < 148.2, name
+
+
+def test_streams_of_different_seeds_are_different():
+    """Every draw of a search gets its own seed (engine/torch_backend/context.py), so forks of
+    one branch sample different continuations; their streams must not coincide or shift."""
+    a = uniforms([5] * 1000, range(1000))
+    b = uniforms([6] * 1000, range(1000))
+    assert not torch.equal(a, b)
+    assert not torch.equal(a[1:], b[:-1]) and not torch.equal(a[:-1], b[1:])
+    assert abs(torch.corrcoef(torch.stack((a, b)))[0, 1].item()) < 0.15
+
+
 def test_temperature_sharpens():
     logits = torch.tensor([1.0, 0.0]).expand(3000, 2).clone()
-    g = torch.Generator()
-    g.manual_seed(0)
-    cold = sample(logits, [RowParams(0.25, 0, 1.0, 0.0)] * 3000, [g] * 3000)
+    cold = sample(logits, [RowParams(0.25, 0, 1.0, 0.0)] * 3000, range(3000), [0] * 3000)
     share = sum(t == 0 for t in cold.token_ids) / 3000
     expected = 1 / (1 + math.exp(-4.0))  # softmax([4, 0])[0]
     assert abs(share - expected) < 0.02

@@ -72,7 +72,7 @@ class Draw:
     child: int
     stop: StopRule
     params: RowParams
-    seed: int | None  # None: no generator (greedy)
+    seed: int | None  # its random stream (engine/torch_backend/sampling.py); None: greedy
     num_top_logprobs: int = 0
     reply: Future = field(default_factory=reply_future)  # -> Continuation
 

@@ -75,7 +75,7 @@ class EngineCore:
         )
         self.handles = HandleTable(blocks)
         self.counters = CoreCounters()
-        self.inflight = InFlight(self.scheduler, self.handles, blocks, runner.device)
+        self.inflight = InFlight(self.scheduler, self.handles, blocks)
 
     @property
     def has_work(self) -> bool:
@@ -113,7 +113,8 @@ class EngineCore:
         return sample(
             logits,
             [seq.params for seq in rows],
-            [seq.generator for seq in rows],
+            [seq.seed for seq in rows],
+            [seq.num_new_tokens for seq in rows],  # draw k of a stream makes new token k
             num_top=max(seq.num_top_logprobs for seq in rows),
         )
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 
-import torch
 from ponder.engine.torch_backend import commands as cmd
 from ponder.engine.torch_backend.handles import Handle, HandleTable, Pending, Prefill
 from ponder.engine.torch_backend.kv_cache import BlockManager
@@ -27,12 +26,10 @@ class InFlight:
         scheduler: Scheduler,
         handles: HandleTable,
         blocks: BlockManager,
-        device: torch.device,
     ):
         self.scheduler = scheduler
         self.handles = handles
         self.blocks = blocks
-        self.device = device  # where draw generators live
         self.draws: dict[int, tuple[Sequence, Pending]] = {}  # child handle id -> in flight
         self.prefills: dict[int, Prefill] = {}  # prefill seq id -> prefill
         self.unreported: dict[int, Tally] = {}  # owner -> prefill accounting not yet reported
@@ -63,15 +60,12 @@ class InFlight:
         """A sequence continuing `source`, sharing its blocks (`take`: moving them)."""
         draw = pending.draw
         table = source.block_table if take else self.blocks.fork(source.block_table)
-        generator = None
-        if draw.seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(draw.seed)
         seq = Sequence(
             seq_id=next(self._seq_ids),
             token_ids=list(source.token_ids),
             stop=draw.stop,
             params=draw.params,
-            generator=generator,
+            seed=draw.seed,
             num_computed=source.num_computed,
             block_table=table,
             num_top_logprobs=draw.num_top_logprobs,

@@ -4,7 +4,9 @@ A Sequence is a token list with a block table, a count of tokens whose KV is com
 budget of new tokens to sample. `max_new_tokens == 0` makes it a prefill: compute the KV of all
 its tokens and sample nothing (how a search root shared by several continuations is computed
 once; engine/torch_backend/handles.py). Tokens from index `num_computed` on have no KV yet;
-while decoding that is exactly the last sampled token. Sequences are mutable and owned by the
+while decoding that is exactly the last sampled token. A sequence's random stream is its `seed`:
+the uniform behind its k-th new token is draw k of that seed (engine/torch_backend/sampling.py),
+so recomputing its KV never changes what it samples. Sequences are mutable and owned by the
 engine core while they run; nothing outside the engine sees them (strategies see Branches).
 
 Finish reasons use the protocol's vocabulary (ponder.engine.protocol.FINISH_REASONS).
@@ -13,10 +15,10 @@ Finish reasons use the protocol's vocabulary (ponder.engine.protocol.FINISH_REAS
 from __future__ import annotations
 
 import enum
+import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import torch
 from ponder.engine.torch_backend.sampling import RowParams
 from ponder.engine.torch_backend.stop import StopRule  # noqa: F401  (re-exported)
 
@@ -36,7 +38,7 @@ class Sequence:
     token_ids: list[int]
     stop: StopRule
     params: RowParams
-    generator: torch.Generator | None = None
+    seed: int | None = None  # its random stream in [0, 2**64); None: a fresh random seed
     num_computed: int = 0
     block_table: list[int] = field(default_factory=list)
     num_top_logprobs: int = 0
@@ -62,6 +64,8 @@ class Sequence:
     def __post_init__(self) -> None:
         if not self.token_ids:
             raise ValueError("a sequence needs at least one token")
+        if self.seed is None:  # unseeded: a stream of its own, like any other
+            self.seed = random.getrandbits(64)
         self.start_len = len(self.token_ids)
 
     @property
