@@ -14,6 +14,7 @@ here (the tokenizer lives here); below this layer everything is token ids.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import itertools
 import json
 import random
@@ -54,12 +55,17 @@ class Engine:
         threads: int | None = None,
         structured_backend: str = DEFAULT_BACKEND,
         cuda_graphs: bool = True,
+        fused_kernels: bool = False,
     ):
         self.model_path = Path(model_path)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype or torch.float32
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         model = CausalLM.from_pretrained(self.model_path, dtype=dtype, device=self.device)
+        if fused_kernels:
+            if self.device.type != "cuda" or importlib.util.find_spec("triton") is None:
+                raise ValueError("fused_kernels=True needs a CUDA device and Triton installed")
+            model.use_triton()
         config = json.loads((self.model_path / "config.json").read_text())
         limit = int(config.get("max_position_embeddings", 2048))
         self.max_model_len = min(max_model_len or limit, limit)

@@ -10,7 +10,6 @@ q/k norms, SwiGLU MLP, tied or separate output embeddings. Anything else is a Va
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from dataclasses import dataclass
@@ -314,10 +313,7 @@ class CausalLM(nn.Module):
             raise ValueError(f"{path}: checkpoint tensors this model does not use: {unused[:5]}")
         model.load_state_dict(state, assign=True)
         model.inv_freq = rope_inv_freq(config)
-        model = model.to(device).eval()
-        if model.inv_freq.device.type == "cuda" and importlib.util.find_spec("triton"):
-            model.use_triton()
-        return model
+        return model.to(device).eval()
 
     def _checkpoint_tensor(
         self, name: str, weights: dict[str, torch.Tensor], shape: torch.Size
@@ -377,8 +373,9 @@ class CausalLM(nn.Module):
 
     def use_triton(self, on: bool = True) -> CausalLM:
         """Run norms, rotary embeddings, the KV write and SiLU-and-multiply as fused Triton
-        kernels (fused_ops.py): on CUDA by default where Triton is installed (from_pretrained),
-        on the CPU only under TRITON_INTERPRET=1 (tests)."""
+        kernels (fused_ops.py): on CUDA when asked (Engine(fused_kernels=True): checked under
+        Triton's interpreter, not yet measured on a GPU), on the CPU only under
+        TRITON_INTERPRET=1 (tests)."""
         for module in self.modules():
             if isinstance(module, RMSNorm | Attention | MLP):
                 module.triton = on
