@@ -149,7 +149,9 @@ def _mix64(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def uniforms(seeds: Sequence[int], counters: Sequence[int], device=None) -> torch.Tensor:
+def uniforms(
+    seeds: Sequence[int], counters: Sequence[int], device: torch.device | str | None = None
+) -> torch.Tensor:
     """(S,) float32 uniforms in [0, 1): entry i is draw number `counters[i]` of the stream
     `seeds[i]` (both in [0, 2**64)), a pure function of the pair.
 
@@ -159,8 +161,8 @@ def uniforms(seeds: Sequence[int], counters: Sequence[int], device=None) -> torc
     another. The top 24 bits of the output make the float exactly (a float32 has 24)."""
     seed = np.array(seeds, dtype=np.uint64)  # (S,)
     count = np.array(counters, dtype=np.uint64)  # (S,)
-    with np.errstate(over="ignore"):  # the arithmetic is modulo 2**64 by design
-        bits = _mix64(_mix64(seed) + (count + np.uint64(1)) * _GOLDEN)  # (S,)
+    # Modulo 2**64 by design: numpy array arithmetic on uint64 wraps without a warning.
+    bits = _mix64(_mix64(seed) + (count + np.uint64(1)) * _GOLDEN)  # (S,)
     u = (bits >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)  # (S,) exact
     return torch.from_numpy(u).to(device)
 
