@@ -86,8 +86,9 @@ class _Layout:
     block_size: int
     min_shared_blocks: int
     start: np.ndarray  # (B,) position of each row's first own key
-    own: np.ndarray  # (B, S_blocks) own blocks, 0-padded
-    own_tables: torch.Tensor  # `own` on the device
+    slot_base: np.ndarray  # (B,) first slot of the block holding each row's new token
+    keys: np.ndarray  # (S,) 0 .. S_blocks * bs - 1, own key positions after `start`
+    own_tables: torch.Tensor  # (B, S_blocks) own blocks on the device, 0-padded
     shared_tables: torch.Tensor | None
     shared_mask: torch.Tensor | None
     member_index: torch.Tensor | None
@@ -99,8 +100,8 @@ class _Layout:
         return (
             self.block_size == block_size
             and self.min_shared_blocks == min_shared
-            and self.tables == tables  # tuple comparisons in C
-            and np.array_equal(self.limits, limits)
+            and self.tables == tables  # tuple comparisons in C; equal means equal batch size
+            and bool((self.limits == limits).all())
         )
 
 
@@ -125,11 +126,8 @@ def plan_decode(
     if layout is None or not layout.fits(tables, limits, block_size, min_shared_blocks):
         layout = _layout(tables, limits, block_size, min_shared_blocks, workspace.device)
         workspace.layout = layout
-    pos = ctx - 1  # (B,) position of each new token
-    own_block = layout.own[np.arange(len(tables)), (pos - layout.start) // block_size]  # (B,)
-    slots = own_block * block_size + pos % block_size  # (B,)
-    keys = np.arange(layout.own.shape[1] * block_size)  # (S,)
-    own_mask = keys >= (ctx - layout.start)[:, None]  # (B, S): hidden = past the new token
+    slots = layout.slot_base + (ctx - 1) % block_size  # (B,) slot of each new token
+    own_mask = layout.keys >= (ctx - layout.start)[:, None]  # (B, S): hidden = past new token
     device = workspace.device
     return DecodeMetadata(
         slot_mapping=torch.from_numpy(slots).to(device),
@@ -165,6 +163,7 @@ def _layout(
     j = np.arange(int(num_own.max()))  # (S_blocks,)
     own_index = np.minimum(shared_per_row[:, None] + j, full.shape[1] - 1)  # (B, S_blocks)
     own = np.where(j < num_own[:, None], full[np.arange(batch)[:, None], own_index], 0)
+    new_block = own[np.arange(batch), num_own - 1]  # (B,) the last own block holds the new token
     to = lambda x: None if x is None else torch.from_numpy(x).to(device)  # noqa: E731
     in_order = len(groups) == 1 and groups[0][0] == list(range(batch))
     shared = _shared_tensors(full, groups, shared_per_row, block_size) if groups else None
@@ -174,7 +173,8 @@ def _layout(
         block_size=block_size,
         min_shared_blocks=min_shared,
         start=shared_per_row * block_size,
-        own=own,
+        slot_base=new_block * block_size,
+        keys=np.arange(own.shape[1] * block_size),
         own_tables=to(own),
         shared_tables=to(shared[0]) if shared else None,
         shared_mask=to(shared[1]) if shared else None,
