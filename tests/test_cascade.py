@@ -110,3 +110,30 @@ def test_forked_decode_matches_hf_full_recompute(tmp_path, bs):
             want = torch.stack([hf(torch.tensor([s])).logits[0, -1] for s in seqs])
         torch.testing.assert_close(logits, want, atol=1e-4, rtol=1e-4)
         seqs = [s + [int(x)] for s, x in zip(seqs, logits.argmax(-1), strict=True)]
+
+
+def test_plan_reuses_its_layout_only_while_tables_and_block_counts_hold():
+    """A workspace keeps the last step's layout; over steps that grow every row by one token
+    (block counts moving under tables allocated ahead, and a table growing), the reused plan
+    equals one built from scratch, field by field."""
+    bs = 8
+    ctx, tables, used = make_batch(bs, [20, 24], [3, 2], own_lens=[1, 6])
+    spare = [t + [used + 10 * r + i for i in range(3)] for r, t in enumerate(tables)]
+    ws = Workspace(torch.device("cpu"), torch.float32)
+    layouts = []
+    for step in range(12):
+        grown = [c + step for c in ctx]
+        rows = [t[: -(-(c + 7) // bs)] for t, c in zip(spare, ctx, strict=True)]
+        if step >= 9:  # row 0 gains a block
+            rows[0] = spare[0]
+        got = plan_decode(grown, rows, bs, ws)
+        want = plan_decode(grown, rows, bs, Workspace(torch.device("cpu"), torch.float32))
+        for name in ("slot_mapping", "own_tables", "own_mask", "shared_tables", "shared_mask",
+                     "member_index", "member_slot", "ungrouped"):  # fmt: skip
+            a, b = getattr(got, name), getattr(want, name)
+            assert (a is None) == (b is None), name
+            assert a is None or torch.equal(a, b), (step, name)
+        assert got.group_size == want.group_size
+        layouts.append(ws.layout)
+    reused = sum(a is b for a, b in zip(layouts, layouts[1:], strict=False))
+    assert 0 < reused < len(layouts) - 1  # some steps reused it, some had to rebuild

@@ -22,11 +22,13 @@ tests check both agree. Portable torch only (CPU or CUDA); it schedules and samp
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from ponder.engine.torch_backend.attention import write_slots
 
@@ -39,6 +41,7 @@ class Workspace:
     def __init__(self, device: torch.device, dtype: torch.dtype):
         self.device, self.dtype = device, dtype
         self._buffers: dict[str, torch.Tensor] = {}
+        self.layout: _Layout | None = None  # the last decode step's, reused while it holds
 
     def get(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
         numel = 1
@@ -72,6 +75,36 @@ def _shared_blocks(tables: list[tuple[int, ...]], limits: list[int]) -> int:
     return min(len(common), *limits)
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """What a decode step's metadata takes from the block tables and each row's block count
+    alone: unchanged from step to step until a row gains a block, so it is built once and
+    reused (one comparison of the tables per step instead of a rebuild)."""
+
+    tables: list[tuple[int, ...]]  # the key, with limits and block size
+    limits: np.ndarray  # (B,) blocks wholly before each row's new token
+    block_size: int
+    min_shared_blocks: int
+    start: np.ndarray  # (B,) position of each row's first own key
+    slot_base: np.ndarray  # (B,) first slot of the block holding each row's new token
+    keys: np.ndarray  # (S,) 0 .. S_blocks * bs - 1, own key positions after `start`
+    own_tables: torch.Tensor  # (B, S_blocks) own blocks on the device, 0-padded
+    shared_tables: torch.Tensor | None
+    shared_mask: torch.Tensor | None
+    member_index: torch.Tensor | None
+    member_slot: torch.Tensor | None
+    ungrouped: torch.Tensor | None
+    group_size: int
+
+    def fits(self, tables, limits: np.ndarray, block_size: int, min_shared: int) -> bool:
+        return (
+            self.block_size == block_size
+            and self.min_shared_blocks == min_shared
+            and self.tables == tables  # tuple comparisons in C; equal means equal batch size
+            and bool((self.limits == limits).all())
+        )
+
+
 def plan_decode(
     context_lens: Sequence[int],
     block_tables: Sequence[Sequence[int]],
@@ -83,77 +116,129 @@ def plan_decode(
 
     A shared block must lie wholly before every member's new token (its slot is written this
     step, so it sits in a private block after copy-on-write); rows are grouped by first block id,
-    and a group shares its members' common leading blocks."""
-    batch = len(context_lens)
+    and a group shares its members' common leading blocks. Everything but the new tokens'
+    positions comes from the tables and block counts (`_Layout`), which the workspace keeps
+    while they hold; per step only the slots and the own-key mask are built."""
     tables = [tuple(t) for t in block_tables]
-    by_first: dict[int, list[int]] = defaultdict(list)
-    for row, t in enumerate(tables):
-        by_first[t[0]].append(row)
-    groups: list[tuple[list[int], int]] = []  # (member rows, shared blocks)
-    shared_per_row = [0] * batch
-    for rows in by_first.values():
-        if len(rows) < 2:
-            continue
-        limits = [(context_lens[r] - 1) // block_size for r in rows]
-        shared = _shared_blocks([tables[r] for r in rows], limits)
-        if shared >= min_shared_blocks:
-            groups.append((rows, shared))
-            for r in rows:
-                shared_per_row[r] = shared
-    own = [t[s : (c + block_size - 1) // block_size] for t, s, c in
-           zip(tables, shared_per_row, context_lens, strict=True)]  # fmt: skip
-    own_blocks = max(len(o) for o in own)
-    own_t = torch.tensor([list(o) + [0] * (own_blocks - len(o)) for o in own], dtype=torch.long)
-    ctx = torch.tensor(context_lens, dtype=torch.long)  # (B,)
-    start = torch.tensor(shared_per_row, dtype=torch.long) * block_size  # (B,)
-    keys = torch.arange(own_blocks * block_size)[None, :]  # (1, S)
-    own_mask = keys >= (ctx - start)[:, None]  # (B, S): hidden = past the new token
-    pos = ctx - 1  # (B,) position of each new token
-    rows_t = torch.arange(batch)
-    slots = own_t[rows_t, (pos - start) // block_size] * block_size + pos % block_size  # (B,)
-    shared = _shared_tensors(tables, groups, shared_per_row, block_size) if groups else None
+    ctx = np.array(context_lens, dtype=np.int64)  # (B,)
+    limits = (ctx - 1) // block_size  # (B,)
+    layout = workspace.layout
+    if layout is None or not layout.fits(tables, limits, block_size, min_shared_blocks):
+        layout = _layout(tables, limits, block_size, min_shared_blocks, workspace.device)
+        workspace.layout = layout
+    slots = layout.slot_base + (ctx - 1) % block_size  # (B,) slot of each new token
+    own_mask = layout.keys >= (ctx - layout.start)[:, None]  # (B, S): hidden = past new token
     device = workspace.device
-    in_order = len(groups) == 1 and groups[0][0] == list(range(batch))
-    to = lambda x: None if x is None else x.to(device)  # noqa: E731
     return DecodeMetadata(
-        slot_mapping=slots.to(device),
-        own_tables=own_t.to(device),
-        own_mask=own_mask[None, :, None, :].to(device),
+        slot_mapping=torch.from_numpy(slots).to(device),
+        own_tables=layout.own_tables,
+        own_mask=torch.from_numpy(own_mask[None, :, None, :]).to(device),
+        shared_tables=layout.shared_tables,
+        shared_mask=layout.shared_mask,
+        member_index=layout.member_index,
+        member_slot=layout.member_slot,
+        ungrouped=layout.ungrouped,
+        group_size=layout.group_size,
+        workspace=workspace,
+    )
+
+
+def _layout(
+    tables: list[tuple[int, ...]],
+    limits: np.ndarray,
+    block_size: int,
+    min_shared: int,
+    device: torch.device,
+) -> _Layout:
+    """Groups, shared runs and own blocks of `tables`; the grouping is Python over the tables,
+    every per-row array one numpy expression (small torch ops cost several times more)."""
+    batch = len(tables)
+    full = _padded(tables)  # (B, T)
+    groups = _groups(tables, full, limits, min_shared)
+    shared_per_row = np.zeros(batch, dtype=np.int64)  # (B,) shared blocks of each row
+    for rows, shared in groups:
+        shared_per_row[rows] = shared
+    # Own blocks: the table after the shared run, up to the block of the new token.
+    num_own = limits + 1 - shared_per_row  # (B,)
+    j = np.arange(int(num_own.max()))  # (S_blocks,)
+    own_index = np.minimum(shared_per_row[:, None] + j, full.shape[1] - 1)  # (B, S_blocks)
+    own = np.where(j < num_own[:, None], full[np.arange(batch)[:, None], own_index], 0)
+    new_block = own[np.arange(batch), num_own - 1]  # (B,) the last own block holds the new token
+    to = lambda x: None if x is None else torch.from_numpy(x).to(device)  # noqa: E731
+    in_order = len(groups) == 1 and groups[0][0] == list(range(batch))
+    shared = _shared_tensors(full, groups, shared_per_row, block_size) if groups else None
+    return _Layout(
+        tables=tables,
+        limits=limits,
+        block_size=block_size,
+        min_shared_blocks=min_shared,
+        start=shared_per_row * block_size,
+        slot_base=new_block * block_size,
+        keys=np.arange(own.shape[1] * block_size),
+        own_tables=to(own),
         shared_tables=to(shared[0]) if shared else None,
         shared_mask=to(shared[1]) if shared else None,
         member_index=to(shared[2]) if shared and not in_order else None,
         member_slot=to(shared[3]) if shared and not in_order else None,
         ungrouped=to(_ungrouped(shared_per_row)) if groups else None,
         group_size=max(len(r) for r, _ in groups) if groups else 0,
-        workspace=workspace,
     )
 
 
-def _ungrouped(shared_per_row: list[int]) -> torch.Tensor | None:
-    if all(shared_per_row):
+def _padded(tables: list[tuple[int, ...]]) -> np.ndarray:
+    """(B, T) the ragged tables, 0-padded. One C-level pass over every id (numpy converts a
+    nested list element by element, several times slower)."""
+    lens = np.fromiter(map(len, tables), dtype=np.int64, count=len(tables))  # (B,)
+    flat = np.fromiter(itertools.chain.from_iterable(tables), dtype=np.int64, count=lens.sum())
+    full = np.zeros((len(tables), lens.max()), dtype=np.int64)
+    full[np.arange(full.shape[1]) < lens[:, None]] = flat  # row-major: each row's ids in order
+    return full
+
+
+def _groups(
+    tables: list[tuple[int, ...]], full: np.ndarray, limits: np.ndarray, min_shared: int
+) -> list[tuple[list[int], int]]:
+    """(member rows, shared blocks) of each group: rows with the same first block that hold at
+    least `min_shared` leading blocks in common, each lying wholly before every member's new
+    token (`limits` (B,) blocks; `full` (B, T) is `tables` padded)."""
+    if len(tables) > 1 and (full[:, 0] == full[0, 0]).all():  # one prompt (best-of-n): one group
+        shared = min(len(os.path.commonprefix(tables)), int(limits.min()))
+        return [(list(range(len(tables))), shared)] if shared >= min_shared else []
+    by_first: dict[int, list[int]] = defaultdict(list)
+    for row, t in enumerate(tables):
+        by_first[t[0]].append(row)
+    groups = []
+    for rows in by_first.values():
+        if len(rows) < 2:
+            continue
+        shared = _shared_blocks([tables[r] for r in rows], limits[rows].tolist())
+        if shared >= min_shared:
+            groups.append((rows, shared))
+    return groups
+
+
+def _ungrouped(shared_per_row: np.ndarray) -> np.ndarray | None:
+    if shared_per_row.all():
         return None
-    return torch.tensor([n == 0 for n in shared_per_row])[None, :, None, None]  # (1, B, 1, 1)
+    return (shared_per_row == 0)[None, :, None, None]  # (1, B, 1, 1)
 
 
-def _shared_tensors(tables, groups, shared_per_row, block_size):
-    """(G, P_blocks) tables, (1, B, 1, P) hidden keys, (G * M,) member rows, (B,) member slots."""
+def _shared_tensors(full: np.ndarray, groups, shared_per_row: np.ndarray, block_size: int):
+    """(G, P_blocks) tables, (1, B, 1, P) hidden keys, (G * M,) member rows, (B,) member slots,
+    from the 0-padded tables `full` (B, T)."""
     size = max(len(rows) for rows, _ in groups)
     blocks = max(n for _, n in groups)
-    shared_tables, members = [], []
-    slot = [0] * len(tables)  # rows outside every group point at slot 0 and see no shared key
+    shared_tables = np.zeros((len(groups), blocks), dtype=np.int64)  # (G, P_blocks)
+    members = np.zeros((len(groups), size), dtype=np.int64)  # (G, M)
+    slot = np.zeros(len(full), dtype=np.int64)  # rows outside every group: slot 0, no key seen
     for g, (rows, n) in enumerate(groups):
-        shared_tables.append(list(tables[rows[0]][:n]) + [0] * (blocks - n))
-        for m, r in enumerate(rows):
-            slot[r] = g * size + m
-        members += rows + [rows[0]] * (size - len(rows))  # padding repeats a member, unread
-    keys = torch.arange(blocks * block_size)[None, :]  # (1, P)
-    hidden = keys >= torch.tensor(shared_per_row)[:, None] * block_size  # (B, P)
-    return (
-        torch.tensor(shared_tables, dtype=torch.long),
-        hidden[None, :, None, :],  # (1, B, 1, P)
-        torch.tensor(members, dtype=torch.long),
-        torch.tensor(slot, dtype=torch.long),
-    )
+        shared_tables[g, :n] = full[rows[0], :n]
+        members[g, :] = rows[0]  # padding repeats a member, unread
+        members[g, : len(rows)] = rows
+        slot[rows] = g * size + np.arange(len(rows))
+    keys = np.arange(blocks * block_size)  # (P,)
+    hidden = keys >= shared_per_row[:, None] * block_size  # (B, P)
+    return shared_tables, hidden[None, :, None, :], members.reshape(-1), slot
 
 
 def _gather(cache: torch.Tensor, tables: torch.Tensor, ws: Workspace, name: str) -> torch.Tensor:

@@ -101,11 +101,11 @@ class ModelRunner:
         self._validate(inputs)
         copy_blocks(self.kv_caches, copies)
         query_lens = [len(x.token_ids) for x in inputs]
-        context_lens = [x.num_computed + q for x, q in zip(inputs, query_lens, strict=True)]
         tables = [x.block_table for x in inputs]
         if sum(query_lens) == len(inputs):  # pure decode: cascade over shared prompts
             ids = [x.token_ids[0] for x in inputs]
             positions = [x.num_computed for x in inputs]
+            context_lens = [p + 1 for p in positions]
             if self.cuda_decoder is not None and len(inputs) <= self.cuda_decoder.max_batch:
                 return self.cuda_decoder.run(ids, positions, context_lens, tables)
             meta = plan_decode(context_lens, tables, self.block_size, self.workspace)
@@ -114,9 +114,10 @@ class ModelRunner:
             for x in inputs:
                 ids += x.token_ids
                 positions += range(x.num_computed, x.num_computed + len(x.token_ids))
+            context_lens = [x.num_computed + q for x, q in zip(inputs, query_lens, strict=True)]
             meta = build_metadata(query_lens, context_lens, tables, self.block_size, self.device)
-        ids_t = torch.tensor(ids, dtype=torch.long, device=self.device)  # (N,)
-        pos_t = torch.tensor(positions, dtype=torch.long, device=self.device)  # (N,)
+        # One host-to-device copy for both: (2, N) -> ids (N,), positions (N,)
+        ids_t, pos_t = torch.tensor([ids, positions], dtype=torch.long, device=self.device)
         hidden = self.model(ids_t, pos_t, meta, self.kv_caches)  # (N, hidden)
         if len(ids) == len(inputs):
             return self.model.compute_logits(hidden)  # (B, V): one token per input

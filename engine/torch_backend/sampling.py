@@ -80,23 +80,29 @@ def sample(
     full-cumsum version; tests check they agree)."""
     logits = logits.float()
     batch = logits.shape[0]
-    top, index = torch.max(logits, dim=-1)  # (B,) row maximum and the greedy token
-    rows = [r for r, p in enumerate(params) if p.temperature > 0]
+    # Plain rows (temperature 1, no filter) all sample, from the raw logits: no row selection,
+    # no scaled copy, and the sampler's own total gives the logsumexp.
+    plain = all(p.plain for p in params)
+    rows = None if plain else [r for r, p in enumerate(params) if p.temperature > 0]
     lse = None  # (B,) logsumexp of the raw logits
-    if len(rows) == batch:  # every row samples: no selection, no scatter back
-        plain = all(p.plain for p in params)
-        index, total = _draw(logits, params, seeds, counters, top if plain else None)
+    if rows is None or len(rows) == batch:  # every row samples: no selection, no scatter back
+        top = logits.amax(-1)  # (B,) row maximum
+        scaled = logits if plain else _filtered(logits, params)
+        u = uniforms(seeds, counters, logits.device)  # (B,)
+        index, total = _inverse_cdf(scaled, u, top if plain else None)  # (B,), (B,)
         if plain:  # the weights were exp(logit - max): their total gives the logsumexp
             lse = total.log_().add_(top)
-    elif rows:
-        rows_t = torch.tensor(rows, device=logits.device)  # (S,)
-        picks, _ = _draw(
-            logits.index_select(0, rows_t),
-            [params[r] for r in rows],
-            [seeds[r] for r in rows],
-            [counters[r] for r in rows],
-        )
-        index = index.index_copy(0, rows_t, picks)
+    else:
+        top, index = torch.max(logits, dim=-1)  # (B,) row maximum and the greedy token
+        if rows:
+            rows_t = torch.tensor(rows, device=logits.device)  # (S,)
+            picks, _ = _draw(
+                logits.index_select(0, rows_t),
+                [params[r] for r in rows],
+                [seeds[r] for r in rows],
+                [counters[r] for r in rows],
+            )
+            index = index.index_copy(0, rows_t, picks)
     if lse is None:  # logprobs of the raw distribution, without a (B, V) log-softmax
         lse = logits.sub(top[:, None]).exp_().sum(-1).log_().add_(top)
     chosen_lp = (logits.gather(1, index[:, None])[:, 0] - lse).tolist()
@@ -113,12 +119,10 @@ def _draw(
     params: Sequence[RowParams],
     seeds: Sequence[int],
     counters: Sequence[int],
-    row_max: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(S,) tokens drawn from rows (S, V) that all sample, and each row's total of
-    exp(scaled logit - row max); `row_max` (S,) when the rows are plain (scaled = logits)."""
-    scaled = _filtered(logits, params)
-    return _inverse_cdf(scaled, uniforms(seeds, counters, logits.device), row_max)
+    exp(scaled logit - row max)."""
+    return _inverse_cdf(_filtered(logits, params), uniforms(seeds, counters, logits.device))
 
 
 def _filtered(logits: torch.Tensor, params: Sequence[RowParams]) -> torch.Tensor:
@@ -149,7 +153,9 @@ def _mix64(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def uniforms(seeds: Sequence[int], counters: Sequence[int], device=None) -> torch.Tensor:
+def uniforms(
+    seeds: Sequence[int], counters: Sequence[int], device: torch.device | str | None = None
+) -> torch.Tensor:
     """(S,) float32 uniforms in [0, 1): entry i is draw number `counters[i]` of the stream
     `seeds[i]` (both in [0, 2**64)), a pure function of the pair.
 
@@ -159,8 +165,8 @@ def uniforms(seeds: Sequence[int], counters: Sequence[int], device=None) -> torc
     another. The top 24 bits of the output make the float exactly (a float32 has 24)."""
     seed = np.array(seeds, dtype=np.uint64)  # (S,)
     count = np.array(counters, dtype=np.uint64)  # (S,)
-    with np.errstate(over="ignore"):  # the arithmetic is modulo 2**64 by design
-        bits = _mix64(_mix64(seed) + (count + np.uint64(1)) * _GOLDEN)  # (S,)
+    # Modulo 2**64 by design: numpy array arithmetic on uint64 wraps without a warning.
+    bits = _mix64(_mix64(seed) + (count + np.uint64(1)) * _GOLDEN)  # (S,)
     u = (bits >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)  # (S,) exact
     return torch.from_numpy(u).to(device)
 

@@ -181,8 +181,8 @@ class Scheduler:
         seqs, inputs, sample_rows = [], [], []
         for row, (seq, q) in enumerate(plan.picked):
             start = seq.num_computed
-            # Context tokens computed again (beyond the pending last token) count as recompute.
-            seq.recomputed_tokens += max(0, min(start + q, seq.start_len - 1) - max(start, 0))
+            if start < seq.start_len - 1:  # context tokens computed again count as recompute
+                seq.recomputed_tokens += min(start + q, seq.start_len - 1) - start
             inputs.append(
                 ForwardInput(
                     token_ids=tuple(seq.token_ids[start : start + q]),
