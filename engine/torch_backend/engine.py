@@ -27,7 +27,7 @@ from ponder.engine.outputs import RequestOutput
 from ponder.engine.sampling_params import SamplingParams
 from ponder.engine.structured.compiler import DEFAULT_BACKEND, GrammarCompiler
 from ponder.engine.torch_backend import commands as cmd
-from ponder.engine.torch_backend import packed_linear, requests
+from ponder.engine.torch_backend import requests
 from ponder.engine.torch_backend.context import EngineContext
 from ponder.engine.torch_backend.core import EngineCore
 from ponder.engine.torch_backend.kv_cache import BlockManager, KVStats
@@ -56,7 +56,6 @@ class Engine:
         structured_backend: str = DEFAULT_BACKEND,
         cuda_graphs: bool = True,
         fused_kernels: bool = False,
-        packed_linears: bool = False,
     ):
         self.model_path = Path(model_path)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -67,10 +66,6 @@ class Engine:
             if self.device.type != "cuda" or importlib.util.find_spec("triton") is None:
                 raise ValueError("fused_kernels=True needs a CUDA device and Triton installed")
             model.use_triton()
-        if packed_linears:  # oneDNN-prepacked weights (CPU, fp32): bench/cpu_linear.py
-            if not packed_linear.available(model):
-                raise ValueError("packed_linears=True needs float32 weights on a CPU with oneDNN")
-            packed_linear.pack_linears(model)
         config = json.loads((self.model_path / "config.json").read_text())
         limit = int(config.get("max_position_embeddings", 2048))
         self.max_model_len = min(max_model_len or limit, limit)

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from ponder.engine.torch_backend import packed_linear
 from ponder.engine.torch_backend.attention import (
     AttentionMetadata,
     PagedDecodeMetadata,
@@ -356,8 +355,6 @@ class CausalLM(nn.Module):
         values = {n: self._checkpoint_tensor(n, weights, p.shape)[1] for n, p in params.items()}
         for name, value in values.items():
             params[name].copy_(value)
-        if packed_linear.is_packed(self):  # the packed copies are snapshots of the old weights
-            packed_linear.pack_linears(self)
 
     def forward(
         self,
