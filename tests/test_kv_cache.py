@@ -2,6 +2,7 @@
 copy-on-write, prefix hits, eviction, and a leak check at the end of every test."""
 
 import random
+from dataclasses import dataclass
 
 import pytest
 from ponder.engine.torch_backend.kv_cache import BlockManager
@@ -158,50 +159,95 @@ def test_a_different_token_in_an_agreed_slot_copies():
     assert_all_free(bm)
 
 
+def check_pool(bm: BlockManager, slots: dict, live: list) -> None:
+    """Every invariant of the pool against a model of its physical slots: ref counts equal the
+    live tables' references, the free queue holds exactly the unreferenced blocks, every table
+    reads its own tokens back, every hashed block holds the tokens its hash names (chained
+    along each table), and the hash map points only at blocks that carry that hash."""
+    bs = bm.block_size
+    refs = [0] * bm.num_blocks
+    for seq in live:
+        for b in seq.table:
+            refs[b] += 1
+    assert refs == [bm.ref_count(b) for b in range(bm.num_blocks)]
+    free = bm.free_queue()
+    assert len(free) == len(set(free)) == bm.num_free_blocks
+    assert set(free) == {b for b in range(bm.num_blocks) if refs[b] == 0}
+    for seq in live:
+        read = [slots[(seq.table[p // bs], p % bs)] for p in range(seq.computed)]
+        assert read == seq.tokens[: seq.computed]
+        parent = None
+        for i in range(seq.hashed):  # the leading blocks this table counts as hashed
+            block = seq.table[i]
+            content = tuple(slots[(block, o)] for o in range(bs))
+            assert bm.block_hash(block) == bm._chain(parent, content), (i, seq)
+            parent = bm.block_hash(block)
+    for block in range(bm.num_blocks):
+        if bm.block_hash(block) is not None:  # in use or free: a hit would read these slots
+            content = tuple(slots.get((block, o)) for o in range(bs))
+            assert bm._tokens[block] == content, block
+    for h, block in bm._by_hash.items():
+        assert bm.block_hash(block) == h
+
+
+@dataclass
+class Live:
+    table: list[int]
+    tokens: list[int]
+    computed: int  # positions with KV
+    hashed: int  # leading blocks committed (what the scheduler keeps as num_hashed_blocks)
+
+
+@pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("bs", [1, 3, 4])
-def test_in_place_writes_never_change_what_another_table_reads(bs):
-    # A model of the physical slots: every live table must read its own tokens back.
-    rng = random.Random(bs)
+def test_in_place_writes_and_commits_keep_every_invariant(bs, seed):
+    """A model of the physical slots under allocate (with prefix hits), fork, one-token
+    appends (agreed slots in place, copy-on-write otherwise), commit, free and a prefix-cache
+    reset, with every invariant checked after every operation (check_pool)."""
+    rng = random.Random(1000 * bs + seed)
     bm = BlockManager(48, bs)
     slots: dict[tuple[int, int], int] = {}  # (block, offset) -> token whose KV is there
-    live: list[tuple[list[int], list[int], int]] = []  # (table, tokens, computed)
+    live: list[Live] = []
 
-    def write(table, tokens, start, end, copies):
+    def write(seq: Live, start: int, end: int, copies) -> None:
         for src, dst in copies:
             for o in range(bs):
                 if (src, o) in slots:
                     slots[(dst, o)] = slots[(src, o)]
         for pos in range(start, end):
-            slots[(table[pos // bs], pos % bs)] = tokens[pos]
+            slots[(seq.table[pos // bs], pos % bs)] = seq.tokens[pos]
 
-    for _ in range(600):
+    for _ in range(500):
         op = rng.random()
-        if op < 0.15 or not live:
-            tokens = [rng.randint(0, 2) for _ in range(rng.randint(2, 9))]
+        if op < 0.12 or not live:
+            tokens = [rng.randint(0, 2) for _ in range(rng.randint(2, 12))]
             got = bm.allocate(tokens[:-1])
             if got is not None:
-                table = list(got.block_ids)
-                write(table, tokens, got.num_cached_tokens, len(tokens) - 1, [])
-                live.append((table, tokens, len(tokens) - 1))
-        elif op < 0.4:
-            table, tokens, computed = rng.choice(live)
-            live.append((bm.fork(table), list(tokens), computed))
-        elif op < 0.85:
-            i = rng.randrange(len(live))
-            table, tokens, computed = live[i]
-            if computed == len(tokens):
-                tokens = tokens + [rng.randint(0, 2)]  # sampled: the new token is pending
-            copies = bm.append_slots(table, computed, 1, tokens)
+                seq = Live(list(got.block_ids), tokens, len(tokens) - 1, 0)
+                seq.hashed = got.num_cached_tokens // bs
+                write(seq, got.num_cached_tokens, seq.computed, [])
+                live.append(seq)
+        elif op < 0.32:
+            src = rng.choice(live)
+            live.append(Live(bm.fork(src.table), list(src.tokens), src.computed, src.hashed))
+        elif op < 0.72:
+            seq = rng.choice(live)
+            if seq.computed == len(seq.tokens):
+                seq.tokens.append(rng.randint(0, 2))  # sampled: the new token is pending
+            copies = bm.append_slots(seq.table, seq.computed, 1, seq.tokens)
             if copies is not None:
-                write(table, tokens, computed, computed + 1, copies)
-                live[i] = (table, tokens, computed + 1)
+                write(seq, seq.computed, seq.computed + 1, copies)
+                seq.computed += 1
+        elif op < 0.86:
+            seq = rng.choice(live)
+            seq.hashed = bm.commit(seq.table, seq.tokens, seq.computed, seq.hashed)
+        elif op < 0.98:
+            bm.free(live.pop(rng.randrange(len(live))).table)
         else:
-            bm.free(live.pop(rng.randrange(len(live)))[0])
-        for table, tokens, computed in live:
-            read = [slots[(table[p // bs], p % bs)] for p in range(computed)]
-            assert read == tokens[:computed]
-    for table, _, _ in live:
-        bm.free(table)
+            bm.reset_prefix_cache()
+        check_pool(bm, slots, live)
+    for seq in live:
+        bm.free(seq.table)
     assert_all_free(bm)
 
 

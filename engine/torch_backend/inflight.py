@@ -92,40 +92,57 @@ class InFlight:
             if prefill is not None:  # nobody wants its KV any more
                 self.abort_prefill(prefill)
 
-    def cancel(self, owner: int, children: set[int]) -> None:
+    def cancel(self, owner: int, children: set[int], why: str = "the draw was cancelled") -> None:
+        """Abort those draws of the owner wherever they are (running, waiting or parked on a
+        prefill), failing each reply with `why`; release those that finished first."""
         for child in children:
             record = self.draws.get(child)
             if record is not None and record[1].owner == owner:
                 del self.draws[child]
+                cmd.resolve(record[1].draw.reply, error=RuntimeError(why))
                 self.scheduler.abort(record[0])
-                cmd.resolve(record[1].draw.reply, error=RuntimeError("the draw was cancelled"))
-        for prefill in list(self.prefills.values()):
-            prefill.parked = [
-                p for p in prefill.parked if not (p.owner == owner and p.draw.child in children)
-            ]
-            if not prefill.wanted:
-                self.abort_prefill(prefill)
+        self._unpark(lambda p: p.owner == owner and p.draw.child in children, why)
         self.release(owner, children)  # those that finished before the cancel arrived
 
     def close_owner(self, owner: int) -> None:
-        self.cancel(owner, {c for c, (_, p) in self.draws.items() if p.owner == owner})
-        for prefill in list(self.prefills.values()):
-            prefill.parked = [p for p in prefill.parked if p.owner != owner]
+        why = "the search context was closed while this draw ran"
+        self.cancel(owner, {c for c, (_, p) in self.draws.items() if p.owner == owner}, why)
+        self._unpark(lambda p: p.owner == owner, why)
         self.release(owner, self.handles.of_owner(owner))
         for prefill in list(self.prefills.values()):
             if not prefill.wanted:
                 self.abort_prefill(prefill)
         self.unreported.pop(owner, None)
 
+    def _unpark(self, drop, why: str) -> None:
+        """Take the parked draws `drop` selects off their prefills, failing each reply (its
+        caller may still be waiting: a context closed while its extend ran), and abort a
+        prefill nobody wants any more."""
+        for prefill in list(self.prefills.values()):
+            kept = []
+            for pending in prefill.parked:
+                if drop(pending):
+                    cmd.resolve(pending.draw.reply, error=RuntimeError(why))
+                else:
+                    kept.append(pending)
+            prefill.parked = kept
+            if not prefill.wanted:
+                self.abort_prefill(prefill)
+
     def fail_all(self, exc: BaseException) -> None:
         """A step raised (a bug) or the engine closes: fail everything in flight, free its
-        blocks, keep the handles (their owners release them)."""
-        for seq, pending in list(self.draws.values()):
-            self.scheduler.abort(seq)
-            cmd.resolve(pending.draw.reply, error=exc)
+        blocks, keep the handles (their owners release them). Every reply is resolved before
+        any block is freed, so if the pool's state is what broke (a free that raises again),
+        no caller waits forever."""
+        draws, prefills = list(self.draws.values()), list(self.prefills.values())
         self.draws.clear()
-        for prefill in list(self.prefills.values()):
+        for _, pending in draws:
+            cmd.resolve(pending.draw.reply, error=exc)
+        for prefill in prefills:
             for pending in prefill.parked:
                 cmd.resolve(pending.draw.reply, error=exc)
             prefill.parked.clear()
+        for seq, _ in draws:
+            self.scheduler.abort(seq)
+        for prefill in prefills:
             self.abort_prefill(prefill)

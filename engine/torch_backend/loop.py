@@ -115,7 +115,10 @@ class EngineLoop:
             self.core.step()
         except Exception as exc:  # a bug in a step: fail what is in flight, keep serving
             log.exception("engine step failed; failing every request in flight")
-            self.core.fail_all(exc)
+            try:
+                self.core.fail_all(exc)  # resolves every reply first, then frees the blocks
+            except Exception:  # the pool's state itself is broken: the loop still serves
+                log.exception("freeing the failed requests' blocks failed too")
 
     def _shutdown(self) -> None:
         self.core.fail_all(RuntimeError("the engine was closed while this request was running"))
