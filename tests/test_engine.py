@@ -116,9 +116,14 @@ def test_seeded_samples_survive_preemption():
     with make_engine(block_size=4) as roomy:
         want = [c.token_ids for c in roomy.generate(hard, params)[0].outputs]
     with make_engine(block_size=4, num_blocks=60, max_num_seqs=64) as small:
-        got = [c.token_ids for c in small.generate(hard, params)[0].outputs]
+        out = small.generate(hard, params)[0]
+        got = [c.token_ids for c in out.outputs]
         assert small.core.scheduler.num_preemptions > 0
     assert got == want
+    # Each prompt token is counted once, cached or computed, however often a draw was
+    # preempted and re-admitted (its prefix-cache hits then are neither).
+    m = out.metrics
+    assert m["computed_prompt_tokens"] + m["cached_prompt_tokens"] == len(out.prompt_token_ids)
     assert len(set(want)) > 1  # different draws, different streams
 
 

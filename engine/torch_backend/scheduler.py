@@ -168,7 +168,8 @@ class Scheduler:
             seq.block_table = list(allocation.block_ids)
             seq.num_computed = allocation.num_cached_tokens
             seq.num_hashed_blocks = allocation.num_cached_tokens // self.blocks.block_size
-            seq.cached_tokens += allocation.num_cached_tokens
+            if not seq.lost_kv:  # hits on re-admission are neither cached prompt nor recompute
+                seq.cached_tokens += allocation.num_cached_tokens
             return True
         q = min(seq.num_uncomputed, plan.budget)
         made = self.blocks.append_slots(seq.block_table, seq.num_computed, q, seq.token_ids)
@@ -214,6 +215,7 @@ class Scheduler:
         self.num_preemptions += 1
 
     def _free(self, seq: Sequence) -> None:
+        seq.lost_kv = True  # preempted or evicted (a finished sequence is never re-admitted)
         table = seq.forget_kv()
         if table:
             self.blocks.free(table)

@@ -54,8 +54,9 @@ class Sequence:
     top_logprobs: list[dict[int, float]] = field(default_factory=list)
     # Accounting: prefix-cache hits at allocation, and context tokens (tokens that existed
     # before this sequence started, other than the pending last one) computed by a forward.
-    cached_tokens: int = 0
+    cached_tokens: int = 0  # counted at its first allocation only
     recomputed_tokens: int = 0
+    lost_kv: bool = False  # its blocks were taken (preemption, eviction) at least once
     computes_prompt: bool = False  # its first pass over the prompt is compute, not recompute
     recomputes_prompt: bool = False  # it computes an evicted handle's context again
     scheduled_at: float | None = None  # perf_counter() when first given a seat
