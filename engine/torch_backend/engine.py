@@ -56,6 +56,7 @@ class Engine:
         structured_backend: str = DEFAULT_BACKEND,
         cuda_graphs: bool = True,
         fused_kernels: bool = False,
+        cpu_kernel: bool = True,
     ):
         self.model_path = Path(model_path)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -86,6 +87,7 @@ class Engine:
             block_size=block_size,
             max_num_seqs=max_num_seqs,
             cuda_graphs=cuda_graphs,
+            cpu_kernel=cpu_kernel,
         )
         self.core = EngineCore(
             runner,

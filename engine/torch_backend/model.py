@@ -24,6 +24,8 @@ from ponder.engine.torch_backend.attention import (
     write_slots,
 )
 from ponder.engine.torch_backend.cascade import DecodeMetadata, cascade_attention
+from ponder.engine.torch_backend.cpu_decode import CpuDecodeMetadata
+from ponder.engine.torch_backend.cpu_decode import paged_decode as cpu_paged_decode
 from safetensors.torch import load_file
 from torch import nn
 
@@ -195,7 +197,9 @@ class Attention(nn.Module):
         else:  # rotate q and k heads in one go
             qk = apply_rope(qkv[:, : q_size + kv_size].view(n, -1, c.head_dim), cos, sin)
             q, k = qk[:, : c.num_heads], qk[:, c.num_heads :]
-        if isinstance(meta, PagedDecodeMetadata):  # CUDA: Triton reads the blocks in place
+        if isinstance(meta, CpuDecodeMetadata):  # CPU: the C kernel reads the blocks in place
+            out = cpu_paged_decode(q, k, v, kv[0], kv[1], meta, scale)
+        elif isinstance(meta, PagedDecodeMetadata):  # CUDA: Triton reads the blocks in place
             from ponder.engine.torch_backend.paged_decode import paged_decode_attention
 
             write_slots(kv[0], kv[1], meta.slot_mapping, k, v)
@@ -360,7 +364,7 @@ class CausalLM(nn.Module):
         self,
         input_ids: torch.Tensor,
         positions: torch.Tensor,
-        meta: AttentionMetadata | DecodeMetadata | PagedDecodeMetadata,
+        meta: AttentionMetadata | DecodeMetadata | PagedDecodeMetadata | CpuDecodeMetadata,
         kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
     ) -> torch.Tensor:
         """input_ids, positions: (N,) -> hidden states (N, hidden)."""

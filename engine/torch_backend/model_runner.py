@@ -4,9 +4,10 @@ Input: one ForwardInput per sequence (the new tokens, where they start, the bloc
 covers them) plus the copy-on-write block pairs to apply first. Output: float32 logits at each
 input's last new token. No scheduling, no sampling, no block allocation policy.
 
-Kernels: prefill and mixed steps use the portable dense kernel (attention.py). Decode steps use
-cascade attention (cascade.py) on the CPU, and on CUDA, where Triton is installed, the paged
-kernel replayed from CUDA graphs (cuda_decode.py). The cache holds one block more than the
+Kernels: prefill and mixed steps use the portable dense kernel (attention.py). Decode steps use,
+on the CPU in fp32, the C kernel (cpu_decode.py) where a C compiler is found, else cascade
+attention (cascade.py); on CUDA, where Triton is installed, the paged kernel replayed from CUDA
+graphs (cuda_decode.py). The cache holds one block more than the
 block manager hands out: a scratch block that padding rows of a captured graph write into.
 """
 
@@ -38,6 +39,7 @@ class ModelRunner:
         block_size: int,
         max_num_seqs: int = 256,
         cuda_graphs: bool = True,
+        cpu_kernel: bool = True,
     ):
         self.model = model
         self.block_size = block_size
@@ -55,6 +57,12 @@ class ModelRunner:
             self.device,
         )
         self.workspace = Workspace(self.device, self.dtype)
+        self.cpu_planner = None  # decode through the C kernel (cpu_decode.py) when it loads
+        if self.device.type == "cpu" and self.dtype == torch.float32 and cpu_kernel:
+            from ponder.engine.torch_backend import cpu_decode
+
+            if cpu_decode.available()[0]:
+                self.cpu_planner = cpu_decode.CpuDecodePlanner(block_size)
         self.cuda_decoder = None
         if self.device.type == "cuda" and importlib.util.find_spec("triton") is not None:
             from ponder.engine.torch_backend.cuda_decode import CudaDecoder
@@ -108,7 +116,10 @@ class ModelRunner:
             context_lens = [p + 1 for p in positions]
             if self.cuda_decoder is not None and len(inputs) <= self.cuda_decoder.max_batch:
                 return self.cuda_decoder.run(ids, positions, context_lens, tables)
-            meta = plan_decode(context_lens, tables, self.block_size, self.workspace)
+            if self.cpu_planner is not None:
+                meta = self.cpu_planner.plan(context_lens, tables)
+            else:
+                meta = plan_decode(context_lens, tables, self.block_size, self.workspace)
         else:
             ids, positions = [], []
             for x in inputs:

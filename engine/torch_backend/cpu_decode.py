@@ -1,0 +1,176 @@
+"""Paged decode attention on the CPU: a small C kernel, compiled at first use, read through ctypes.
+
+The portable decode path (cascade.py) spends about twenty torch ops per layer: the KV write, a
+gather of every row's blocks into a copy, matmuls, masks, a softmax. For the small batches of
+small heads a search runs, each op costs more to dispatch than to compute, and the gathers copy
+the whole context every layer. `csrc/paged_decode_cpu.c` does the same step in one call per
+layer: write the new keys and values, then per row and kv head a softmax over the row's keys
+read in place through its block table (forked rows read the same prompt blocks, which stay in
+cache). fp32 only; other dtypes, and machines without a C compiler, use the portable path.
+
+Build: `cc -O3 -march=native -ffast-math -fopenmp -shared`, once per source, compiler and CPU,
+into `$PONDER_CACHE_DIR/kernels` (default `~/.cache/ponder/kernels`), written atomically so
+concurrent processes agree. `PONDER_CPU_KERNEL=0` turns the kernel off (A/B runs, debugging);
+`available()` says whether it loaded and, if not, why.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from ponder.engine.torch_backend.cascade import _groups, _padded
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("csrc") / "paged_decode_cpu.c"
+FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-fopenmp", "-fPIC", "-shared")
+_lock = threading.Lock()
+_kernel: ctypes._CFuncPtr | None = None
+_why_not: str | None = None  # set once loading failed
+
+
+def _cpu_key() -> str:
+    """What -march=native depends on: the CPU's flags (a cache shared across machines must not
+    hand one CPU another's instructions)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return flags + platform.machine()
+
+
+def _build(cc: str) -> Path:
+    source = SOURCE.read_bytes()
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
+    key = hashlib.sha256(source + " ".join(FLAGS).encode() + version.encode() + _cpu_key().encode())
+    root = Path(os.environ.get("PONDER_CACHE_DIR") or Path.home() / ".cache" / "ponder")
+    out = root / "kernels" / f"paged_decode_cpu-{key.hexdigest()[:16]}.so"
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        built = Path(tmp) / out.name
+        done = subprocess.run(
+            [cc, *FLAGS, str(SOURCE), "-o", str(built), "-lm"], capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{cc} failed: {done.stderr.strip()[:500]}")
+        os.replace(built, out)  # atomic: a concurrent build writes the same bytes
+    return out
+
+
+def _load() -> ctypes._CFuncPtr:
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise RuntimeError("no C compiler (cc or gcc) on PATH")
+    fn = ctypes.CDLL(str(_build(cc))).ponder_paged_decode_f32
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    fn.argtypes = [ptr, i64, ptr, i64, ptr, i64, ptr, ptr, i64, ptr, i64, ptr, ptr, ptr, ptr, i64]
+    fn.argtypes += [ptr, i64, i64, i64, i64, i64, ctypes.c_float, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def available() -> tuple[bool, str]:
+    """(loaded, why not): builds and loads the kernel on the first call."""
+    global _kernel, _why_not
+    with _lock:
+        if _kernel is None and _why_not is None:
+            if os.environ.get("PONDER_CPU_KERNEL", "1") == "0":
+                _why_not = "turned off by PONDER_CPU_KERNEL=0"
+            else:
+                try:
+                    _kernel = _load()
+                except (OSError, RuntimeError, AttributeError) as exc:
+                    _why_not = f"the CPU decode kernel could not be built: {exc}"
+                    log.warning("%s; decode uses the portable torch path", _why_not)
+    return _kernel is not None, _why_not or ""
+
+
+@dataclass(frozen=True)
+class CpuDecodeMetadata:
+    """One decode step's inputs for the kernel, shared by every layer (int64 tensors)."""
+
+    tables: torch.Tensor  # (B, W) contiguous, 0-padded; a row reads its first ceil(len / bs)
+    lens: torch.Tensor  # (B,) tokens with KV after this step, the new one included
+    order: torch.Tensor  # (B,) rows in group order
+    bounds: torch.Tensor  # (G + 1,) group g is order[bounds[g]:bounds[g + 1]]
+    shared: torch.Tensor  # (G,) leading blocks group g's rows hold in common (0: none)
+    threads: int  # the kernel splits (group, kv head) pairs over this many threads
+
+
+class CpuDecodePlanner:
+    """Builds `CpuDecodeMetadata` per step. Tables and groups are rebuilt only when a row's
+    table or block count changed (a row gains a block every block_size steps); grouping is
+    cascade.py's: rows with one first block and a common run of blocks, each wholly before
+    every member's new token."""
+
+    def __init__(self, block_size: int):
+        self.block_size = block_size
+        self._key: tuple | None = None
+        self._layout: tuple[torch.Tensor, ...] = ()
+
+    def plan(self, context_lens, block_tables) -> CpuDecodeMetadata:
+        tables = [tuple(t) for t in block_tables]
+        lens = np.array(context_lens, dtype=np.int64)  # (B,)
+        limits = (lens - 1) // self.block_size  # (B,) blocks wholly before each new token
+        key = (tables, limits.tobytes())
+        if key != self._key:
+            self._key, self._layout = key, self._build(tables, limits)
+        return CpuDecodeMetadata(
+            self._layout[0], torch.from_numpy(lens), *self._layout[1:], torch.get_num_threads()
+        )
+
+    @staticmethod
+    def _build(tables, limits: np.ndarray) -> tuple[torch.Tensor, ...]:
+        full = _padded(tables)  # (B, W)
+        groups = _groups(tables, full, limits, min_shared=1)
+        grouped = {row for rows, _ in groups for row in rows}
+        groups += [([row], 0) for row in range(len(tables)) if row not in grouped]
+        order = np.fromiter((r for rows, _ in groups for r in rows), np.int64, len(tables))
+        sizes = np.fromiter((len(rows) for rows, _ in groups), np.int64, len(groups))
+        bounds = np.concatenate(([0], np.cumsum(sizes)))  # (G + 1,)
+        shared = np.fromiter((n for _, n in groups), np.int64, len(groups))  # (G,)
+        return tuple(torch.from_numpy(x) for x in (full, order, bounds, shared))
+
+
+def paged_decode(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    meta: CpuDecodeMetadata,
+    scale: float,
+) -> torch.Tensor:
+    """q: (B, Hq, D); k, v: (B, Hkv, D) (rows may be strided, heads contiguous); caches
+    (Hkv, num_blocks, bs, D) contiguous fp32 -> (B, Hq, D). Writes k, v into their slots."""
+    batch, hq, d = q.shape
+    hkv, num_blocks, bs, _ = k_cache.shape
+    for x in (q, k, v):
+        if x.stride(2) != 1 or x.stride(1) != d:
+            raise ValueError("paged_decode: q, k, v need contiguous heads (stride (*, D, 1))")
+    out = torch.empty((batch, hq, d), dtype=q.dtype)
+    failed = _kernel(
+        q.data_ptr(), q.stride(0), k.data_ptr(), k.stride(0), v.data_ptr(), v.stride(0),
+        k_cache.data_ptr(), v_cache.data_ptr(), num_blocks,
+        meta.tables.data_ptr(), meta.tables.stride(0), meta.lens.data_ptr(),
+        meta.order.data_ptr(), meta.bounds.data_ptr(), meta.shared.data_ptr(), len(meta.shared),
+        out.data_ptr(), batch, hq, hkv, d, bs, scale, meta.threads,
+    )  # fmt: skip
+    if failed:
+        raise MemoryError("paged_decode: the kernel could not allocate its score buffers")
+    return out
