@@ -23,6 +23,13 @@ def test_kernel_builds_where_a_compiler_is():
 
 
 @needs_kernel
+def test_loading_the_kernel_keeps_subnormals():
+    """A fast-math link (crtfastmath.o) would set flush-to-zero for the whole process at load."""
+    tiny = float("1e-310")
+    assert tiny * 1.0 == tiny and torch.tensor([tiny], dtype=torch.float64).item() > 0
+
+
+@needs_kernel
 @pytest.mark.parametrize("bs", [1, 4, 16, 32])
 @pytest.mark.parametrize("heads", [(4, 2, 32), (9, 3, 64), (4, 4, 8), (6, 2, 48)])
 @pytest.mark.parametrize(

@@ -8,9 +8,9 @@ layer: write the new keys and values, then per row and kv head a softmax over th
 read in place through its block table (forked rows read the same prompt blocks, which stay in
 cache). fp32 only; other dtypes, and machines without a C compiler, use the portable path.
 
-Build: `cc -O3 -march=native -ffast-math -fopenmp -shared`, once per source, compiler and CPU,
-into `$PONDER_CACHE_DIR/kernels` (default `~/.cache/ponder/kernels`), written atomically so
-concurrent processes agree. `PONDER_CPU_KERNEL=0` turns the kernel off (A/B runs, debugging);
+Build: `cc -O3 -march=native -ffast-math -fopenmp`, linked without fast math (see COMPILE), once
+per source, compiler and CPU, into `$PONDER_CACHE_DIR/kernels` (default
+`~/.cache/ponder/kernels`), written atomically so concurrent processes agree. `PONDER_CPU_KERNEL=0` turns the kernel off (A/B runs, debugging);
 `available()` says whether it loaded and, if not, why.
 """
 
@@ -35,10 +35,12 @@ from ponder.engine.torch_backend.cascade import _groups, _padded
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("csrc") / "paged_decode_cpu.c"
-# 512-bit vectors where the CPU has them (gcc prefers 256 by default): the kernel's sums are
-# 16-float vectors, one register each
-FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-fopenmp")
-FLAGS += ("-fPIC", "-shared")
+# Compile: 512-bit vectors where the CPU has them (gcc prefers 256 by default; the kernel's sums
+# are 16-float vectors, one register each) and fast math, which vectorises expf through glibc's
+# libmvec. Link without it: gcc (before 13) then links crtfastmath.o, which flushes subnormals
+# to zero process-wide at load (tests/test_cpu_decode.py checks the FP state is untouched).
+COMPILE = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-fopenmp", "-fPIC")
+LINK = ("-shared", "-fopenmp")
 _lock = threading.Lock()
 _kernel: ctypes._CFuncPtr | None = None
 _why_not: str | None = None  # set once loading failed
@@ -58,19 +60,22 @@ def _cpu_key() -> str:
 def _build(cc: str) -> Path:
     source = SOURCE.read_bytes()
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256(source + " ".join(FLAGS).encode() + version.encode() + _cpu_key().encode())
+    flags = " ".join(COMPILE + LINK).encode()
+    key = hashlib.sha256(source + flags + version.encode() + _cpu_key().encode())
     root = Path(os.environ.get("PONDER_CACHE_DIR") or Path.home() / ".cache" / "ponder")
     out = root / "kernels" / f"paged_decode_cpu-{key.hexdigest()[:16]}.so"
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        built = Path(tmp) / out.name
-        done = subprocess.run(
-            [cc, *FLAGS, str(SOURCE), "-o", str(built), "-lm"], capture_output=True, text=True
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"{cc} failed: {done.stderr.strip()[:500]}")
+        built, obj = Path(tmp) / out.name, Path(tmp) / "kernel.o"
+        for step in (
+            [cc, *COMPILE, "-c", str(SOURCE), "-o", str(obj)],
+            [cc, *LINK, str(obj), "-o", str(built), "-lm"],
+        ):
+            done = subprocess.run(step, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"{' '.join(step)} failed: {done.stderr.strip()[:500]}")
         os.replace(built, out)  # atomic: a concurrent build writes the same bytes
     return out
 

@@ -32,6 +32,7 @@ from ponder.engine.torch_backend.context import EngineContext
 from ponder.engine.torch_backend.core import EngineCore
 from ponder.engine.torch_backend.kv_cache import BlockManager, KVStats
 from ponder.engine.torch_backend.loop import EngineLoop
+from ponder.engine.torch_backend.threads import off_caller_thread
 from ponder.engine.torch_backend.model import CausalLM
 from ponder.engine.torch_backend.model_runner import ModelRunner
 from transformers import AutoTokenizer
@@ -62,7 +63,9 @@ class Engine:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype or torch.float32
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        model = CausalLM.from_pretrained(self.model_path, dtype=dtype, device=self.device)
+        model = off_caller_thread(
+            CausalLM.from_pretrained, self.model_path, dtype=dtype, device=self.device
+        )
         if fused_kernels:
             if self.device.type != "cuda" or importlib.util.find_spec("triton") is None:
                 raise ValueError("fused_kernels=True needs a CUDA device and Triton installed")
@@ -81,7 +84,8 @@ class Engine:
             eos_ids=self.eos_token_ids,
             backend=structured_backend,
         )
-        runner = ModelRunner(
+        runner = off_caller_thread(
+            ModelRunner,
             model,
             num_blocks=num_blocks,
             block_size=block_size,
@@ -97,11 +101,6 @@ class Engine:
             max_num_batched_tokens=max_num_batched_tokens,
             max_model_len=self.max_model_len,
         )
-        if threads is None and self.device.type == "cpu" and model.config.hidden_size < 512:
-            # Splitting matrices this small across threads costs more than it saves: one
-            # intra-op thread doubled the embedded model's decode throughput on 2 cores
-            # (bench/engine_throughput.py). Larger models keep torch's thread count.
-            threads = 1
         self.loop = EngineLoop(self.core, threads=threads)
         self._ids = itertools.count()  # handle and owner ids (next() on a count is atomic)
         self._request_ids = itertools.count()

@@ -23,6 +23,7 @@ import threading
 import torch
 from ponder.engine.torch_backend import commands as cmd
 from ponder.engine.torch_backend.core import CoreSnapshot, EngineCore
+from ponder.engine.torch_backend.threads import pick_threads
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,9 @@ class EngineLoop:
     # ------------------------------------------------------------------ loop thread
 
     def _run(self) -> None:
+        runner = getattr(self.core, "runner", None)
+        if self.threads is None and runner is not None and runner.device.type == "cpu":
+            self.threads = pick_threads()
         if self.threads is not None:  # torch's intra-op thread count is per calling thread
             torch.set_num_threads(self.threads)
         while True:

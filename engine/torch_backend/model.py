@@ -317,7 +317,10 @@ class CausalLM(nn.Module):
             raise ValueError(f"{path}: checkpoint tensors this model does not use: {unused[:5]}")
         model.load_state_dict(state, assign=True)
         model.inv_freq = rope_inv_freq(config)
-        return model.to(device).eval()
+        model = model.to(device).eval()
+        if model.inv_freq.device.type == "cpu":
+            model.column_major_weights()
+        return model
 
     def _checkpoint_tensor(
         self, name: str, weights: dict[str, torch.Tensor], shape: torch.Size
@@ -349,6 +352,21 @@ class CausalLM(nn.Module):
                 f"{tuple(shape)} for {name}"
             )
         return keys, value
+
+    @torch.no_grad()
+    def column_major_weights(self) -> None:
+        """Store each decoder linear's (out, in) weight column-major, i.e. as the transpose of a
+        contiguous (in, out) matrix: `F.linear` then multiplies x @ W^T without a transposed
+        read, which MKL runs 1.1-2.5x faster for a decode step's few rows (bench/README: the
+        matmul shapes of the embedded model and SmolLM2 at 16 and 64 rows). Shapes, names and
+        in-place loads are unchanged. The logits head keeps its layout (tied to the embedding
+        table, which gathers rows)."""
+        for layer in self.layers:
+            for module in layer.modules():
+                if isinstance(module, nn.Linear):
+                    module.weight = nn.Parameter(
+                        module.weight.t().contiguous().t(), requires_grad=False
+                    )
 
     @torch.no_grad()
     def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
