@@ -10,7 +10,8 @@ cache). fp32 only; other dtypes, and machines without a C compiler, use the port
 
 Build: `cc -O3 -march=native -ffast-math -fopenmp`, linked without fast math (see COMPILE), once
 per source, compiler and CPU, into `$PONDER_CACHE_DIR/kernels` (default
-`~/.cache/ponder/kernels`), written atomically so concurrent processes agree. `PONDER_CPU_KERNEL=0` turns the kernel off (A/B runs, debugging);
+`~/.cache/ponder/kernels`), written atomically so concurrent processes agree.
+`PONDER_CPU_KERNEL=0` or `Engine(cpu_kernel=False)` turns the kernel off (A/B runs, debugging);
 `available()` says whether it loaded and, if not, why.
 """
 

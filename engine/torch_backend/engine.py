@@ -32,9 +32,9 @@ from ponder.engine.torch_backend.context import EngineContext
 from ponder.engine.torch_backend.core import EngineCore
 from ponder.engine.torch_backend.kv_cache import BlockManager, KVStats
 from ponder.engine.torch_backend.loop import EngineLoop
-from ponder.engine.torch_backend.threads import off_caller_thread
 from ponder.engine.torch_backend.model import CausalLM
 from ponder.engine.torch_backend.model_runner import ModelRunner
+from ponder.engine.torch_backend.threads import off_caller_thread
 from transformers import AutoTokenizer
 
 Prompt = str | Sequence[int]
