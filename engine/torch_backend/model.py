@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from ponder.engine.torch_backend import cpu_kernels
 from ponder.engine.torch_backend.attention import (
     AttentionMetadata,
     PagedDecodeMetadata,
@@ -24,8 +25,7 @@ from ponder.engine.torch_backend.attention import (
     write_slots,
 )
 from ponder.engine.torch_backend.cascade import DecodeMetadata, cascade_attention
-from ponder.engine.torch_backend.cpu_decode import CpuDecodeMetadata
-from ponder.engine.torch_backend.cpu_decode import paged_decode as cpu_paged_decode
+from ponder.engine.torch_backend.cpu_kernels import CpuDecodeMetadata
 from safetensors.torch import load_file
 from torch import nn
 
@@ -141,6 +141,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
         self.triton = False  # set by CausalLM.use_triton
+        self.cpu = False  # set by CausalLM.use_cpu_kernels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
@@ -155,6 +156,8 @@ class RMSNorm(nn.Module):
         The residual stream's add fused with the next norm (one Triton kernel on CUDA)."""
         if self.triton:
             return fused_ops().add_rms_norm(x, residual, self.weight, self.eps)
+        if self.cpu:
+            return cpu_kernels.add_rms_norm(x, residual, self.weight, self.eps)
         residual = x if residual is None else residual + x
         return self(residual), residual
 
@@ -169,6 +172,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(c.num_heads * c.head_dim, c.hidden_size, bias=c.o_bias)
         self.qkv_proj: nn.Linear | None = None  # q, k, v stacked: set by `fuse`
         self.triton = False  # set by CausalLM.use_triton
+        self.cpu = False  # set by CausalLM.use_cpu_kernels
         if c.qk_norm:
             self.q_norm = RMSNorm(c.head_dim, c.rms_norm_eps)
             self.k_norm = RMSNorm(c.head_dim, c.rms_norm_eps)
@@ -194,11 +198,15 @@ class Attention(nn.Module):
             q = self.q_norm(qkv[:, :q_size].view(n, c.num_heads, c.head_dim))
             k = self.k_norm(qkv[:, q_size : q_size + kv_size].view(n, c.num_kv_heads, c.head_dim))
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        elif self.cpu:  # rotate q and k heads in place, one call
+            cpu_kernels.rope_(qkv, cos, sin, c.num_heads + c.num_kv_heads, c.head_dim)
+            q = qkv[:, :q_size].view(n, c.num_heads, c.head_dim)
+            k = qkv[:, q_size : q_size + kv_size].view(n, c.num_kv_heads, c.head_dim)
         else:  # rotate q and k heads in one go
             qk = apply_rope(qkv[:, : q_size + kv_size].view(n, -1, c.head_dim), cos, sin)
             q, k = qk[:, : c.num_heads], qk[:, c.num_heads :]
         if isinstance(meta, CpuDecodeMetadata):  # CPU: the C kernel reads the blocks in place
-            out = cpu_paged_decode(q, k, v, kv[0], kv[1], meta, scale)
+            out = cpu_kernels.paged_decode(q, k, v, kv[0], kv[1], meta, scale)
         elif isinstance(meta, PagedDecodeMetadata):  # CUDA: Triton reads the blocks in place
             from ponder.engine.torch_backend.paged_decode import paged_decode_attention
 
@@ -238,6 +246,7 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(c.intermediate_size, c.hidden_size, bias=c.mlp_bias)
         self.gate_up_proj: nn.Linear | None = None  # gate and up stacked: set by `fuse`
         self.triton = False  # set by CausalLM.use_triton
+        self.cpu = False  # set by CausalLM.use_cpu_kernels
 
     def fuse(self) -> None:
         fused = _stack_linears((self.gate_proj, self.up_proj))
@@ -247,6 +256,8 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.triton:
             return self.down_proj(fused_ops().silu_mul(self.gate_up_proj(x)))
+        if self.cpu:
+            return self.down_proj(cpu_kernels.silu_mul(self.gate_up_proj(x)))
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
         return self.down_proj(F.silu(gate).mul_(up))
 
@@ -401,6 +412,14 @@ class CausalLM(nn.Module):
         for module in self.modules():
             if isinstance(module, RMSNorm | Attention | MLP):
                 module.triton = on
+        return self
+
+    def use_cpu_kernels(self, on: bool = True) -> CausalLM:
+        """Run the residual add + RMSNorm, rotary embeddings and SiLU-and-multiply as C kernels
+        (cpu_kernels.py; fp32 on the CPU, inference only: no autograd through them)."""
+        for module in self.modules():
+            if isinstance(module, RMSNorm | Attention | MLP):
+                module.cpu = on
         return self
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ covers them) plus the copy-on-write block pairs to apply first. Output: float32 
 input's last new token. No scheduling, no sampling, no block allocation policy.
 
 Kernels: prefill and mixed steps use the portable dense kernel (attention.py). Decode steps use,
-on the CPU in fp32, the C kernel (cpu_decode.py) where a C compiler is found, else cascade
+on the CPU in fp32, the C kernel (cpu_kernels.py) where a C compiler is found, else cascade
 attention (cascade.py); on CUDA, where Triton is installed, the paged kernel replayed from CUDA
 graphs (cuda_decode.py). The cache holds one block more than the
 block manager hands out: a scratch block that padding rows of a captured graph write into.
@@ -57,12 +57,13 @@ class ModelRunner:
             self.device,
         )
         self.workspace = Workspace(self.device, self.dtype)
-        self.cpu_planner = None  # decode through the C kernel (cpu_decode.py) when it loads
+        self.cpu_planner = None  # decode through the C kernel (cpu_kernels.py) when it loads
         if self.device.type == "cpu" and self.dtype == torch.float32 and cpu_kernel:
-            from ponder.engine.torch_backend import cpu_decode
+            from ponder.engine.torch_backend import cpu_kernels
 
-            if cpu_decode.available()[0]:
-                self.cpu_planner = cpu_decode.CpuDecodePlanner(block_size)
+            if cpu_kernels.available()[0]:
+                self.cpu_planner = cpu_kernels.CpuDecodePlanner(block_size)
+                model.use_cpu_kernels()
         self.cuda_decoder = None
         if self.device.type == "cuda" and importlib.util.find_spec("triton") is not None:
             from ponder.engine.torch_backend.cuda_decode import CudaDecoder

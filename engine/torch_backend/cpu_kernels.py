@@ -1,18 +1,22 @@
-"""Paged decode attention on the CPU: a small C kernel, compiled at first use, read through ctypes.
+"""CPU kernels in C, compiled at first use and called through ctypes: paged decode attention and
+the elementwise parts of a decoder layer (fp32).
 
-The portable decode path (cascade.py) spends about twenty torch ops per layer: the KV write, a
-gather of every row's blocks into a copy, matmuls, masks, a softmax. For the small batches of
-small heads a search runs, each op costs more to dispatch than to compute, and the gathers copy
-the whole context every layer. `csrc/paged_decode_cpu.c` does the same step in one call per
-layer: write the new keys and values, then per row and kv head a softmax over the row's keys
-read in place through its block table (forked rows read the same prompt blocks, which stay in
-cache). fp32 only; other dtypes, and machines without a C compiler, use the portable path.
+The portable decode path (cascade.py) spends about twenty torch ops per layer on attention: the
+KV write, a gather of every row's blocks into a copy, matmuls, masks, a softmax. For the small
+batches of small heads a search runs, each op costs more to dispatch than to compute, and the
+gathers copy the whole context every layer. `csrc/paged_decode_cpu.c` does the same step in one
+call per layer: write the new keys and values, then per row and kv head a softmax over the
+row's keys read in place through its block table, rows grouped as cascade.py groups them (a
+shared prompt block is transposed once and scored against all the group's queries).
+`csrc/layer_ops_cpu.c` fuses the residual add with RMSNorm, applies rotary embeddings in place
+and computes SiLU-and-multiply, one call each. Other dtypes, and machines without a C compiler,
+use the torch path.
 
 Build: `cc -O3 -march=native -ffast-math -fopenmp`, linked without fast math (see COMPILE), once
 per source, compiler and CPU, into `$PONDER_CACHE_DIR/kernels` (default
 `~/.cache/ponder/kernels`), written atomically so concurrent processes agree.
-`PONDER_CPU_KERNEL=0` or `Engine(cpu_kernel=False)` turns the kernel off (A/B runs, debugging);
-`available()` says whether it loaded and, if not, why.
+`PONDER_CPU_KERNEL=0` or `Engine(cpu_kernel=False)` turns the kernels off (A/B runs, debugging);
+`available()` says whether they loaded and, if not, why.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from ponder.engine.torch_backend.cascade import _groups, _padded
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("csrc") / "paged_decode_cpu.c"
+CSRC = Path(__file__).with_name("csrc")
+SOURCES = (CSRC / "paged_decode_cpu.c", CSRC / "layer_ops_cpu.c")
 # Compile: 512-bit vectors where the CPU has them (gcc prefers 256 by default; the kernel's sums
 # are 16-float vectors, one register each) and fast math, which vectorises expf through glibc's
 # libmvec. Link without it: gcc (before 13) then links crtfastmath.o, which flushes subnormals
@@ -43,7 +48,7 @@ SOURCE = Path(__file__).with_name("csrc") / "paged_decode_cpu.c"
 COMPILE = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-fopenmp", "-fPIC")
 LINK = ("-shared", "-fopenmp")
 _lock = threading.Lock()
-_kernel: ctypes._CFuncPtr | None = None
+_lib: ctypes.CDLL | None = None
 _why_not: str | None = None  # set once loading failed
 
 
@@ -59,21 +64,24 @@ def _cpu_key() -> str:
 
 
 def _build(cc: str) -> Path:
-    source = SOURCE.read_bytes()
+    source = b"".join(p.read_bytes() for p in SOURCES)
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
     flags = " ".join(COMPILE + LINK).encode()
     key = hashlib.sha256(source + flags + version.encode() + _cpu_key().encode())
     root = Path(os.environ.get("PONDER_CACHE_DIR") or Path.home() / ".cache" / "ponder")
-    out = root / "kernels" / f"paged_decode_cpu-{key.hexdigest()[:16]}.so"
+    out = root / "kernels" / f"ponder_cpu-{key.hexdigest()[:16]}.so"
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        built, obj = Path(tmp) / out.name, Path(tmp) / "kernel.o"
-        for step in (
-            [cc, *COMPILE, "-c", str(SOURCE), "-o", str(obj)],
-            [cc, *LINK, str(obj), "-o", str(built), "-lm"],
-        ):
+        built = Path(tmp) / out.name
+        objects = [Path(tmp) / f"{p.stem}.o" for p in SOURCES]
+        steps = [
+            [cc, *COMPILE, "-c", str(p), "-o", str(o)]
+            for p, o in zip(SOURCES, objects, strict=True)
+        ]
+        steps.append([cc, *LINK, *map(str, objects), "-o", str(built), "-lm"])
+        for step in steps:
             done = subprocess.run(step, capture_output=True, text=True)
             if done.returncode != 0:
                 raise RuntimeError(f"{' '.join(step)} failed: {done.stderr.strip()[:500]}")
@@ -81,32 +89,39 @@ def _build(cc: str) -> Path:
     return out
 
 
-def _load() -> ctypes._CFuncPtr:
+def _load() -> ctypes.CDLL:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         raise RuntimeError("no C compiler (cc or gcc) on PATH")
-    fn = ctypes.CDLL(str(_build(cc))).ponder_paged_decode_f32
-    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    lib = ctypes.CDLL(str(_build(cc)))
+    i64, ptr, f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
+    fn = lib.ponder_paged_decode_f32
     fn.argtypes = [ptr, i64, ptr, i64, ptr, i64, ptr, ptr, i64, ptr, i64, ptr, ptr, ptr, ptr, i64]
-    fn.argtypes += [ptr, i64, i64, i64, i64, i64, ctypes.c_float, ctypes.c_int]
+    fn.argtypes += [ptr, i64, i64, i64, i64, i64, f32, ctypes.c_int]
     fn.restype = ctypes.c_int
-    return fn
+    lib.ponder_add_rms_norm_f32.argtypes = [ptr, i64, ptr, ptr, ptr, ptr, i64, i64, f32]
+    lib.ponder_add_rms_norm_f32.restype = None
+    lib.ponder_rope_f32.argtypes = [ptr, i64, ptr, ptr, i64, i64, i64]
+    lib.ponder_rope_f32.restype = None
+    lib.ponder_silu_mul_f32.argtypes = [ptr, ptr, i64, i64]
+    lib.ponder_silu_mul_f32.restype = None
+    return lib
 
 
 def available() -> tuple[bool, str]:
     """(loaded, why not): builds and loads the kernel on the first call."""
-    global _kernel, _why_not
+    global _lib, _why_not
     with _lock:
-        if _kernel is None and _why_not is None:
+        if _lib is None and _why_not is None:
             if os.environ.get("PONDER_CPU_KERNEL", "1") == "0":
                 _why_not = "turned off by PONDER_CPU_KERNEL=0"
             else:
                 try:
-                    _kernel = _load()
+                    _lib = _load()
                 except (OSError, RuntimeError, AttributeError) as exc:
-                    _why_not = f"the CPU decode kernel could not be built: {exc}"
-                    log.warning("%s; decode uses the portable torch path", _why_not)
-    return _kernel is not None, _why_not or ""
+                    _why_not = f"the CPU kernels could not be built: {exc}"
+                    log.warning("%s; the model runs its torch path", _why_not)
+    return _lib is not None, _why_not or ""
 
 
 @dataclass(frozen=True)
@@ -173,7 +188,7 @@ def paged_decode(
         if x.stride(2) != 1 or x.stride(1) != d:
             raise ValueError("paged_decode: q, k, v need contiguous heads (stride (*, D, 1))")
     out = torch.empty((batch, hq, d), dtype=q.dtype)
-    failed = _kernel(
+    failed = _lib.ponder_paged_decode_f32(
         q.data_ptr(), q.stride(0), k.data_ptr(), k.stride(0), v.data_ptr(), v.stride(0),
         k_cache.data_ptr(), v_cache.data_ptr(), num_blocks,
         meta.tables.data_ptr(), meta.tables.stride(0), meta.lens.data_ptr(),
@@ -182,4 +197,46 @@ def paged_decode(
     )  # fmt: skip
     if failed:
         raise MemoryError("paged_decode: the kernel could not allocate its score buffers")
+    return out
+
+
+def _rows_contiguous(name: str, x: torch.Tensor) -> None:
+    if x.dtype != torch.float32 or x.stride(-1) != 1:
+        raise ValueError(f"{name}: needs fp32 rows with a contiguous last dimension")
+
+
+def add_rms_norm(
+    x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (N, H) rows, residual (N, H) or None, weight (H,) -> (RMSNorm(x + residual), the sum),
+    as `RMSNorm.add`."""
+    _rows_contiguous("add_rms_norm x", x)
+    rows, dim = x.shape
+    if residual is not None and not residual.is_contiguous():
+        residual = residual.contiguous()
+    res, out = torch.empty((rows, dim)), torch.empty((rows, dim))
+    _lib.ponder_add_rms_norm_f32(
+        x.data_ptr(), x.stride(0), None if residual is None else residual.data_ptr(),
+        res.data_ptr(), out.data_ptr(), weight.data_ptr(), rows, dim, eps,
+    )  # fmt: skip
+    return out, res
+
+
+def rope_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int, d: int) -> None:
+    """Rotary embedding in place on the first `heads` heads of each row of x (N, >= heads d);
+    cos, sin: (N, 1, d) contiguous, as `model.rope_tables` makes them."""
+    _rows_contiguous("rope_ x", x)
+    if not (cos.is_contiguous() and sin.is_contiguous()):
+        raise ValueError("rope_: cos and sin must be contiguous")
+    _lib.ponder_rope_f32(x.data_ptr(), x.stride(0), cos.data_ptr(), sin.data_ptr(), x.shape[0],
+                         heads, d)  # fmt: skip
+
+
+def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """(N, 2 I) rows [gate | up] -> silu(gate) * up, (N, I)."""
+    if not gate_up.is_contiguous():
+        gate_up = gate_up.contiguous()
+    rows, width = gate_up.shape
+    out = torch.empty((rows, width // 2))
+    _lib.ponder_silu_mul_f32(gate_up.data_ptr(), out.data_ptr(), rows, width // 2)
     return out

@@ -1,19 +1,21 @@
-"""The C decode kernel (engine/torch_backend/cpu_decode.py) against the dense paged kernel: the
-same outputs and the same cache writes for one group (best-of-n), ragged groups with singletons,
-rows interleaved across groups, GQA and MHA, head sizes on and off the vector path (16 | D), and
-block sizes 1/4/16/32; strided q/k/v rows as the model passes them. And the engine: greedy tokens
-with the kernel equal those without it."""
+"""The C kernels (engine/torch_backend/cpu_kernels.py). Decode attention against the dense paged
+kernel: the same outputs and cache writes for one group (best-of-n), ragged groups with
+singletons, rows interleaved across groups, GQA and MHA, head sizes on and off the vector path
+(16 | D), block sizes 1/4/16/32, strided q/k/v rows as the model passes them. The layer ops
+(add + RMSNorm, rotary in place, SiLU-and-multiply) against model.py's torch path. Loading keeps
+the process's floating-point state. The engine: greedy tokens with the kernels equal those
+without them."""
 
 import shutil
 
 import pytest
 import torch
 from ponder.engine import Engine, SamplingParams
-from ponder.engine.torch_backend import cpu_decode
+from ponder.engine.torch_backend import cpu_kernels
 from ponder.engine.torch_backend.attention import build_metadata, paged_attention
 from test_cascade import make_batch
 
-loaded, why = cpu_decode.available()
+loaded, why = cpu_kernels.available()
 needs_kernel = pytest.mark.skipif(not loaded, reason=why)
 
 
@@ -56,8 +58,8 @@ def test_kernel_matches_dense(bs, heads, groups):
     k2, v2 = k_cache.clone(), v_cache.clone()
     dense = build_metadata([1] * batch, ctx, tables, bs, torch.device("cpu"))
     want = paged_attention(q, k, v, k2, v2, dense, scale=0.3)
-    meta = cpu_decode.CpuDecodePlanner(bs).plan(ctx, tables)
-    got = cpu_decode.paged_decode(q, k, v, k_cache, v_cache, meta, scale=0.3)
+    meta = cpu_kernels.CpuDecodePlanner(bs).plan(ctx, tables)
+    got = cpu_kernels.paged_decode(q, k, v, k_cache, v_cache, meta, scale=0.3)
     torch.testing.assert_close(got, want, atol=2e-5, rtol=2e-5)
     assert torch.equal(k_cache, k2) and torch.equal(v_cache, v2)  # the same slots written
 
@@ -65,7 +67,7 @@ def test_kernel_matches_dense(bs, heads, groups):
 @needs_kernel
 def test_planner_groups_and_reuses_layout():
     ctx, tables, _ = make_batch(4, [10, 12, 3], [3, 2, 1], own_lens=[1, 6])
-    planner = cpu_decode.CpuDecodePlanner(4)
+    planner = cpu_kernels.CpuDecodePlanner(4)
     meta = planner.plan(ctx, tables)
     assert meta.bounds.tolist() == [0, 3, 5, 6]
     assert meta.shared.tolist() == [2, 3, 0]  # blocks wholly before every member's new token
@@ -89,3 +91,30 @@ def test_engine_greedy_same_with_and_without_kernel():
         finally:
             engine.close()
     assert tokens[0] == tokens[1]
+
+
+@needs_kernel
+@pytest.mark.parametrize("rows", [1, 7, 64])
+def test_layer_ops_match_torch(rows):
+    from ponder.engine.torch_backend.model import RMSNorm, apply_rope, rope_tables
+
+    torch.manual_seed(rows)
+    hidden, hq, hkv, d, inter = 96, 6, 2, 16, 80
+    norm = RMSNorm(hidden, 1e-5)
+    norm.weight.data = torch.randn(hidden)
+    x, residual = torch.randn(rows, 2 * hidden)[:, :hidden], torch.randn(rows, hidden)  # strided
+    for res in (None, residual):
+        want = norm.add(x, res)
+        got = cpu_kernels.add_rms_norm(x, res, norm.weight, norm.eps)
+        torch.testing.assert_close(got[0], want[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got[1], want[1])
+    qkv = torch.randn(rows, (hq + 2 * hkv) * d)
+    cos, sin = rope_tables(torch.randint(0, 500, (rows,)), torch.rand(d // 2), torch.float32)
+    want = apply_rope(qkv[:, : (hq + hkv) * d].view(rows, -1, d), cos, sin).reshape(rows, -1)
+    got = qkv.clone()
+    cpu_kernels.rope_(got, cos, sin, hq + hkv, d)
+    torch.testing.assert_close(got[:, : (hq + hkv) * d], want, atol=1e-5, rtol=1e-5)
+    assert torch.equal(got[:, (hq + hkv) * d :], qkv[:, (hq + hkv) * d :])  # v untouched
+    gate_up = torch.randn(rows, 2 * inter)
+    want = torch.nn.functional.silu(gate_up[:, :inter]) * gate_up[:, inter:]
+    torch.testing.assert_close(cpu_kernels.silu_mul(gate_up), want, atol=1e-6, rtol=1e-5)
