@@ -78,9 +78,10 @@ static void block_scores(const float *restrict qs, int64_t nq, int64_t d,
     }
 }
 
-/* out[i] += sum over t < n of w[i * stride + t] * value t, for nq queries whose outputs are
- * out[i] (d floats each), values t = rows[t / bs] + (t % bs) * d. Dimensions in vector lanes,
- * four queries per pass over the values, sums in registers until the end. */
+/* out[i] += sum over first <= t < n of w[i * stride + t] * value t, for nq queries whose
+ * outputs are out[i] (d floats each), value t = rows[t / bs] + (t % bs) * d. Dimensions in
+ * vector lanes, sums in registers until the end, four queries per pass over the values (then
+ * one at a time); keys walked block by block, so no division in the inner loop. */
 static void weighted_values(const float *restrict w, int64_t stride, int64_t nq,
                             const float *const *rows, int64_t bs, int64_t first, int64_t n,
                             int64_t d, float *const *out) {
@@ -90,17 +91,34 @@ static void weighted_values(const float *restrict w, int64_t stride, int64_t nq,
             for (int64_t c = 0; c < d; c += 16) {
                 v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
                 const float *w0 = w + i * stride;
-                for (int64_t t = first; t < n; t++) {
-                    const v16 value = load16(rows[t / bs] + (t % bs) * d + c);
-                    a0 += w0[t] * value;
-                    a1 += w0[stride + t] * value;
-                    a2 += w0[2 * stride + t] * value;
-                    a3 += w0[3 * stride + t] * value;
+                for (int64_t j = first / bs; j * bs < n; j++) {
+                    const int64_t lo = first > j * bs ? first : j * bs;
+                    const int64_t hi = n < (j + 1) * bs ? n : (j + 1) * bs;
+                    const float *base = rows[j] + c - j * bs * d;
+                    for (int64_t t = lo; t < hi; t++) {
+                        const v16 value = load16(base + t * d);
+                        a0 += w0[t] * value;
+                        a1 += w0[stride + t] * value;
+                        a2 += w0[2 * stride + t] * value;
+                        a3 += w0[3 * stride + t] * value;
+                    }
                 }
                 store16(out[i] + c, load16(out[i] + c) + a0);
                 store16(out[i + 1] + c, load16(out[i + 1] + c) + a1);
                 store16(out[i + 2] + c, load16(out[i + 2] + c) + a2);
                 store16(out[i + 3] + c, load16(out[i + 3] + c) + a3);
+            }
+        for (; i < nq; i++)
+            for (int64_t c = 0; c < d; c += 16) {
+                v16 a = {0};
+                const float *wi = w + i * stride;
+                for (int64_t j = first / bs; j * bs < n; j++) {
+                    const int64_t lo = first > j * bs ? first : j * bs;
+                    const int64_t hi = n < (j + 1) * bs ? n : (j + 1) * bs;
+                    const float *base = rows[j] + c - j * bs * d;
+                    for (int64_t t = lo; t < hi; t++) a += wi[t] * load16(base + t * d);
+                }
+                store16(out[i] + c, load16(out[i] + c) + a);
             }
     }
     for (; i < nq; i++)
@@ -163,10 +181,12 @@ static void attend_group(const Step *s, int64_t g, int64_t h, const Scratch *w, 
         const float **keys = w->keys + shared, **values = w->values + shared;
         block_rows(s, s->tables + row * s->table_row + shared, (n + bs - 1) / bs - shared,
                    head_base, keys, values);
-        for (int64_t t = shared * bs; t < n; t++) {
-            const float *key = keys[t / bs - shared] + (t % bs) * d;
-            for (int64_t r = 0; r < rep; r++)
-                scores[(m * rep + r) * stride + t] = dot(qs + (m * rep + r) * d, key, d);
+        for (int64_t j = shared; j * bs < n; j++) {
+            const int64_t hi = n < (j + 1) * bs ? n : (j + 1) * bs;
+            const float *base = keys[j - shared] - j * bs * d;
+            for (int64_t t = j * bs; t < hi; t++)
+                for (int64_t r = 0; r < rep; r++)
+                    scores[(m * rep + r) * stride + t] = dot(qs + (m * rep + r) * d, base + t * d, d);
         }
     }
     for (int64_t m = 0; m < rows; m++) { /* softmax per query over its row's keys */
