@@ -107,6 +107,14 @@ class EngineCore:
         rows = batch.samplers
         if not rows:
             return None
+        params = [seq.params for seq in rows]
+        seeds = [seq.seed for seq in rows]
+        counters = [seq.num_new_tokens for seq in rows]  # draw k of a stream makes new token k
+        num_top = max(seq.num_top_logprobs for seq in rows)
+        whole = len(batch.sample_rows) == logits.shape[0]
+        if whole and self.runner.native_sampling and all(seq.grammar is None for seq in rows):
+            # nothing to mask: no copy (sample only reads the logits)
+            return sample(logits, params, seeds, counters, num_top=num_top, native=True)
         # (S, V), a copy: masking it touches nothing shared. Rows are increasing, so all of
         # them means every row in order (a clone; indexing by a Python list costs far more).
         if len(batch.sample_rows) == logits.shape[0]:
@@ -114,13 +122,7 @@ class EngineCore:
         else:
             logits = logits.index_select(0, torch.tensor(batch.sample_rows, device=logits.device))
         structured.apply_masks(logits, rows)  # constrained rows keep only allowed tokens
-        return sample(
-            logits,
-            [seq.params for seq in rows],
-            [seq.seed for seq in rows],
-            [seq.num_new_tokens for seq in rows],  # draw k of a stream makes new token k
-            num_top=max(seq.num_top_logprobs for seq in rows),
-        )
+        return sample(logits, params, seeds, counters, num_top=num_top)
 
     def _stream(self, sampled: list[Sequence]) -> None:
         for seq in sampled:

@@ -9,7 +9,8 @@ call per layer: write the new keys and values, then per row and kv head a softma
 row's keys read in place through its block table, rows grouped as cascade.py groups them (a
 shared prompt block is transposed once and scored against all the group's queries).
 `csrc/layer_ops_cpu.c` fuses the residual add with RMSNorm, applies rotary embeddings in place
-and computes SiLU-and-multiply, one call each. Other dtypes, and machines without a C compiler,
+and computes SiLU-and-multiply, one call each; `csrc/sample_cpu.c` samples a batch of plain rows
+(sampling.py's algorithm and uniforms) in one call. Other dtypes, and machines without a C compiler,
 use the torch path.
 
 Build: `cc -O3 -march=native -ffast-math -fopenmp`, linked without fast math (see COMPILE), once
@@ -40,7 +41,7 @@ from ponder.engine.torch_backend.cascade import _groups, _padded
 log = logging.getLogger(__name__)
 
 CSRC = Path(__file__).with_name("csrc")
-SOURCES = (CSRC / "paged_decode_cpu.c", CSRC / "layer_ops_cpu.c")
+SOURCES = (CSRC / "paged_decode_cpu.c", CSRC / "layer_ops_cpu.c", CSRC / "sample_cpu.c")
 # Compile: 512-bit vectors where the CPU has them (gcc prefers 256 by default; the kernel's sums
 # are 16-float vectors, one register each) and fast math, which vectorises expf through glibc's
 # libmvec. Link without it: gcc (before 13) then links crtfastmath.o, which flushes subnormals
@@ -105,6 +106,8 @@ def _load() -> ctypes.CDLL:
     lib.ponder_rope_f32.restype = None
     lib.ponder_silu_mul_f32.argtypes = [ptr, ptr, i64, i64]
     lib.ponder_silu_mul_f32.restype = None
+    lib.ponder_sample_plain_f32.argtypes = [ptr, i64, i64, ptr, ptr, ptr, ptr]
+    lib.ponder_sample_plain_f32.restype = ctypes.c_int
     return lib
 
 
@@ -122,6 +125,11 @@ def available() -> tuple[bool, str]:
                     _why_not = f"the CPU kernels could not be built: {exc}"
                     log.warning("%s; the model runs its torch path", _why_not)
     return _lib is not None, _why_not or ""
+
+
+def loaded() -> bool:
+    """Whether the kernels are loaded already (no build, no lock)."""
+    return _lib is not None
 
 
 @dataclass(frozen=True)
@@ -240,3 +248,21 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     out = torch.empty((rows, width // 2))
     _lib.ponder_silu_mul_f32(gate_up.data_ptr(), out.data_ptr(), rows, width // 2)
     return out
+
+
+def sample_plain(logits: torch.Tensor, seeds, counters) -> tuple[list[int], list[float]]:
+    """(tokens, logprobs) for rows of logits (B, V) that all sample at temperature 1 unfiltered,
+    row i with draw `counters[i]` of stream `seeds[i]` (sampling.sample's plain case)."""
+    logits = logits.float().contiguous()
+    rows, vocab = logits.shape
+    seed = np.array(seeds, dtype=np.uint64)
+    count = np.array(counters, dtype=np.uint64)
+    tokens = np.empty(rows, dtype=np.int64)
+    logprobs = np.empty(rows, dtype=np.float32)
+    failed = _lib.ponder_sample_plain_f32(
+        logits.data_ptr(), rows, vocab, seed.ctypes.data, count.ctypes.data, tokens.ctypes.data,
+        logprobs.ctypes.data,
+    )  # fmt: skip
+    if failed:
+        raise MemoryError("sample_plain: could not allocate a scratch row")
+    return tokens.tolist(), logprobs.tolist()

@@ -58,12 +58,14 @@ class ModelRunner:
         )
         self.workspace = Workspace(self.device, self.dtype)
         self.cpu_planner = None  # decode through the C kernel (cpu_kernels.py) when it loads
+        self.native_sampling = False  # plain rows sampled in C (sampling.sample(native=True))
         if self.device.type == "cpu" and self.dtype == torch.float32 and cpu_kernel:
             from ponder.engine.torch_backend import cpu_kernels
 
             if cpu_kernels.available()[0]:
                 self.cpu_planner = cpu_kernels.CpuDecodePlanner(block_size)
                 model.use_cpu_kernels()
+                self.native_sampling = True
         self.cuda_decoder = None
         if self.device.type == "cuda" and importlib.util.find_spec("triton") is not None:
             from ponder.engine.torch_backend.cuda_decode import CudaDecoder

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from ponder.engine.torch_backend import cpu_kernels
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,7 @@ def sample(
     seeds: Sequence[int],
     counters: Sequence[int],
     num_top: int = 0,
+    native: bool = False,
 ) -> SampleOutput:
     """One token per row of `logits` (B, V); temperature 0 rows are greedy.
 
@@ -77,12 +79,17 @@ def sample(
     its seed and its counter, never on the batch.
     The CDF is never materialised: per-chunk sums of the unnormalised probabilities locate the
     chunk, and only that chunk is summed entry by entry (`sample_reference` is the plain
-    full-cumsum version; tests check they agree)."""
+    full-cumsum version; tests check they agree). `native`: a batch of plain rows on the CPU
+    samples in C (cpu_kernels.sample_plain: the same uniforms and inverse CDF, sequential float
+    sums), when the kernels are loaded."""
     logits = logits.float()
     batch = logits.shape[0]
     # Plain rows (temperature 1, no filter) all sample, from the raw logits: no row selection,
     # no scaled copy, and the sampler's own total gives the logsumexp.
     plain = all(p.plain for p in params)
+    if native and plain and num_top == 0 and logits.device.type == "cpu" and cpu_kernels.loaded():
+        tokens, logprobs = cpu_kernels.sample_plain(logits, seeds, counters)
+        return SampleOutput(tokens, logprobs, [[] for _ in params], [[] for _ in params])
     rows = None if plain else [r for r, p in enumerate(params) if p.temperature > 0]
     lse = None  # (B,) logsumexp of the raw logits
     if rows is None or len(rows) == batch:  # every row samples: no selection, no scatter back
