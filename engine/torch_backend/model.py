@@ -368,7 +368,7 @@ class CausalLM(nn.Module):
     def column_major_weights(self) -> None:
         """Store each decoder linear's (out, in) weight column-major, i.e. as the transpose of a
         contiguous (in, out) matrix: `F.linear` then multiplies x @ W^T without a transposed
-        read, which MKL runs 1.1-2.5x faster for a decode step's few rows (bench/README: the
+        read, which MKL runs faster for a decode step's few rows (bench/matmul_layout.py: the
         matmul shapes of the embedded model and SmolLM2 at 16 and 64 rows). Shapes, names and
         in-place loads are unchanged. The logits head keeps its layout (tied to the embedding
         table, which gathers rows)."""
