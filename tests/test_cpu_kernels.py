@@ -38,6 +38,7 @@ def test_loading_the_kernel_keeps_subnormals():
     "groups",
     [
         ([40], [9]),  # one group (best-of-n)
+        ([35], [40]),  # a wide group, planned in parts
         ([40, 70, 9], [3, 4, 1]),  # ragged groups and a singleton that shares nothing
         ([33, 33, 3], [2, 6, 1]),  # equal prompts in separate groups
     ],
@@ -58,14 +59,23 @@ def test_kernel_matches_dense(bs, heads, groups):
     k2, v2 = k_cache.clone(), v_cache.clone()
     dense = build_metadata([1] * batch, ctx, tables, bs, torch.device("cpu"))
     want = paged_attention(q, k, v, k2, v2, dense, scale=0.3)
-    meta = cpu_kernels.CpuDecodePlanner(bs).plan(ctx, tables)
+    meta = cpu_kernels.CpuDecodePlanner(bs, hkv).plan(ctx, tables)
     got = cpu_kernels.paged_decode(q, k, v, k_cache, v_cache, meta, scale=0.3)
     torch.testing.assert_close(got, want, atol=2e-5, rtol=2e-5)
     assert torch.equal(k_cache, k2) and torch.equal(v_cache, v2)  # the same slots written
 
 
+@pytest.fixture
+def threads():
+    """Set torch's thread count for one test (the planner reads it), then restore it."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
 @needs_kernel
-def test_planner_groups_and_reuses_layout():
+def test_planner_groups_and_reuses_layout(threads):
+    threads(1)
     ctx, tables, _ = make_batch(4, [10, 12, 3], [3, 2, 1], own_lens=[1, 6])
     planner = cpu_kernels.CpuDecodePlanner(4)
     meta = planner.plan(ctx, tables)
@@ -75,6 +85,17 @@ def test_planner_groups_and_reuses_layout():
     again = planner.plan([c + 1 for c in ctx], tables)  # same tables and block counts? reuse
     same_blocks = all((c) // 4 == (c - 1) // 4 for c in ctx)
     assert (again.tables is meta.tables) == same_blocks
+
+
+@needs_kernel
+def test_planner_splits_groups_so_work_divides_over_threads(threads):
+    ctx, tables, _ = make_batch(4, [40], [9], own_lens=[1, 6])
+    threads(2)
+    meta = cpu_kernels.CpuDecodePlanner(4, kv_heads=3).plan(ctx, tables)  # 3 items: split in 2
+    assert meta.bounds.tolist() == [0, 5, 9] and meta.shared.tolist() == [10, 10]
+    assert sorted(meta.order.tolist()) == list(range(9))
+    meta = cpu_kernels.CpuDecodePlanner(4, kv_heads=2).plan(ctx, tables)  # 2 items: as is
+    assert meta.bounds.tolist() == [0, 9]
 
 
 @needs_kernel

@@ -150,8 +150,9 @@ class CpuDecodePlanner:
     cascade.py's: rows with one first block and a common run of blocks, each wholly before
     every member's new token."""
 
-    def __init__(self, block_size: int):
+    def __init__(self, block_size: int, kv_heads: int = 1):
         self.block_size = block_size
+        self.kv_heads = kv_heads
         self._key: tuple | None = None
         self._layout: tuple[torch.Tensor, ...] = ()
 
@@ -159,19 +160,30 @@ class CpuDecodePlanner:
         tables = [tuple(t) for t in block_tables]
         lens = np.array(context_lens, dtype=np.int64)  # (B,)
         limits = (lens - 1) // self.block_size  # (B,) blocks wholly before each new token
-        key = (tables, limits.tobytes())
+        threads = torch.get_num_threads()
+        key = (tables, limits.tobytes(), threads)
         if key != self._key:
-            self._key, self._layout = key, self._build(tables, limits)
+            self._key, self._layout = key, self._build(tables, limits, self.kv_heads, threads)
         return CpuDecodeMetadata(
-            self._layout[0], torch.from_numpy(lens), *self._layout[1:], torch.get_num_threads()
+            self._layout[0], torch.from_numpy(lens), *self._layout[1:], threads
         )
 
     @staticmethod
-    def _build(tables, limits: np.ndarray) -> tuple[torch.Tensor, ...]:
+    def _build(tables, limits: np.ndarray, kv_heads: int, threads: int) -> tuple[torch.Tensor, ...]:
         full = _padded(tables)  # (B, W)
         groups = _groups(tables, full, limits, min_shared=1)
         grouped = {row for rows, _ in groups for row in rows}
         groups += [([row], 0) for row in range(len(tables)) if row not in grouped]
+        # (group, kv head) pairs are the threads' work items: when they do not divide evenly
+        # (one best-of-n group, 3 kv heads, 2 threads), split each group into the fewest parts
+        # that do (each part reads the shared blocks once more).
+        parts = next(
+            (p for p in range(1, threads + 1) if len(groups) * p * kv_heads % threads == 0), 1
+        )
+        if parts > 1:
+            groups = [
+                (rows[i::parts], n) for rows, n in groups for i in range(min(parts, len(rows)))
+            ]
         order = np.fromiter((r for rows, _ in groups for r in rows), np.int64, len(tables))
         sizes = np.fromiter((len(rows) for rows, _ in groups), np.int64, len(groups))
         bounds = np.concatenate(([0], np.cumsum(sizes)))  # (G + 1,)

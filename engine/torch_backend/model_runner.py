@@ -63,7 +63,7 @@ class ModelRunner:
             from ponder.engine.torch_backend import cpu_kernels
 
             if cpu_kernels.available()[0]:
-                self.cpu_planner = cpu_kernels.CpuDecodePlanner(block_size)
+                self.cpu_planner = cpu_kernels.CpuDecodePlanner(block_size, c.num_kv_heads)
                 model.use_cpu_kernels()
                 self.native_sampling = True
         self.cuda_decoder = None
