@@ -139,3 +139,36 @@ def test_layer_ops_match_torch(rows):
     gate_up = torch.randn(rows, 2 * inter)
     want = torch.nn.functional.silu(gate_up[:, :inter]) * gate_up[:, inter:]
     torch.testing.assert_close(cpu_kernels.silu_mul(gate_up), want, atol=1e-6, rtol=1e-5)
+
+
+@needs_kernel
+@pytest.mark.parametrize("rows", [1, 3, 4, 7, 16, 65])
+@pytest.mark.parametrize("shape", [(64, 128), (192, 96), (128, 33)])
+def test_packed_linear_matches_f_linear(rows, shape):
+    n, k = shape
+    torch.manual_seed(rows * n + k)
+    weight, bias = torch.randn(n, k), torch.randn(n)
+    x = torch.randn(rows, 2 * k)[:, :k]  # strided rows
+    packed = cpu_kernels.pack_weight(weight)
+    assert packed.shape == (n // 64, k, 64)
+    for b in (None, bias):
+        want = torch.nn.functional.linear(x, weight, b)
+        torch.testing.assert_close(cpu_kernels.packed_linear(x, packed, b), want)
+    with pytest.raises(ValueError, match="multiple of 64"):
+        cpu_kernels.pack_weight(torch.randn(100, k))
+
+
+@needs_kernel
+def test_packed_copies_follow_load_weights():
+    from ponder import embedded
+    from ponder.engine.torch_backend.model import CausalLM, _read_safetensors
+
+    model = CausalLM.from_pretrained(embedded.model_path()).use_cpu_kernels()
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert all(m.__dict__["packed"] is not None for m in linears[:-1])  # 64k outputs here
+    assert linears[-1] is model.lm_head and linears[-1].__dict__["packed"] is None  # 104 words
+    weights = _read_safetensors(embedded.model_path())
+    model.load_weights({k: v * 0.5 for k, v in weights.items()})
+    for m in linears[:-1]:
+        assert torch.equal(m.__dict__["packed"], cpu_kernels.pack_weight(m.weight))
+        assert m.weight.abs().sum() > 0

@@ -10,8 +10,9 @@ row's keys read in place through its block table, rows grouped as cascade.py gro
 shared prompt block is transposed once and scored against all the group's queries).
 `csrc/layer_ops_cpu.c` fuses the residual add with RMSNorm, applies rotary embeddings in place
 and computes SiLU-and-multiply, one call each; `csrc/sample_cpu.c` samples a batch of plain rows
-(sampling.py's algorithm and uniforms) in one call. Other dtypes, and machines without a C compiler,
-use the torch path.
+(sampling.py's algorithm and uniforms) in one call; `csrc/small_gemm_cpu.c` multiplies a decode
+step's few rows by a weight packed in 64-column strips, streamed front to back. Other dtypes,
+and machines without a C compiler, use the torch path.
 
 Build: `cc -O3 -march=native -ffast-math -fopenmp`, linked without fast math (see COMPILE), once
 per source, compiler and CPU, into `$PONDER_CACHE_DIR/kernels` (default
@@ -41,7 +42,9 @@ from ponder.engine.torch_backend.cascade import _groups, _padded
 log = logging.getLogger(__name__)
 
 CSRC = Path(__file__).with_name("csrc")
-SOURCES = (CSRC / "paged_decode_cpu.c", CSRC / "layer_ops_cpu.c", CSRC / "sample_cpu.c")
+SOURCES = tuple(
+    CSRC / f"{name}_cpu.c" for name in ("paged_decode", "layer_ops", "sample", "small_gemm")
+)
 # Compile: 512-bit vectors where the CPU has them (gcc prefers 256 by default; the kernel's sums
 # are 16-float vectors, one register each) and fast math, which vectorises expf through glibc's
 # libmvec. Link without it: gcc (before 13) then links crtfastmath.o, which flushes subnormals
@@ -108,6 +111,8 @@ def _load() -> ctypes.CDLL:
     lib.ponder_silu_mul_f32.restype = None
     lib.ponder_sample_plain_f32.argtypes = [ptr, i64, i64, ptr, ptr, ptr, ptr]
     lib.ponder_sample_plain_f32.restype = ctypes.c_int
+    lib.ponder_packed_gemm_f32.argtypes = [ptr, i64, ptr, ptr, ptr, i64, i64, i64, ctypes.c_int]
+    lib.ponder_packed_gemm_f32.restype = None
     return lib
 
 
@@ -278,3 +283,28 @@ def sample_plain(logits: torch.Tensor, seeds, counters) -> tuple[list[int], list
     if failed:
         raise MemoryError("sample_plain: could not allocate a scratch row")
     return tokens.tolist(), logprobs.tolist()
+
+
+STRIP = 64  # columns per strip of a packed weight
+
+
+def pack_weight(weight: torch.Tensor) -> torch.Tensor:
+    """W (N, K), N a multiple of STRIP -> (N / STRIP, K, STRIP): strip s holds columns
+    [s STRIP, (s + 1) STRIP) of W^T, contiguous."""
+    n, k = weight.shape
+    if n % STRIP:
+        raise ValueError(f"pack_weight: {n} output features is not a multiple of {STRIP}")
+    return weight.detach().t().reshape(k, n // STRIP, STRIP).transpose(0, 1).contiguous()
+
+
+def packed_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """F.linear(x, W, bias) for x (M, K) rows from `pack_weight(W)` -> (M, N)."""
+    _rows_contiguous("packed_linear x", x)
+    strips, k, _ = packed.shape
+    n = strips * STRIP
+    out = torch.empty((x.shape[0], n))
+    _lib.ponder_packed_gemm_f32(
+        x.data_ptr(), x.stride(0), packed.data_ptr(), None if bias is None else bias.data_ptr(),
+        out.data_ptr(), x.shape[0], k, n, torch.get_num_threads(),
+    )  # fmt: skip
+    return out

@@ -135,6 +135,18 @@ def rope_tables(positions: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dt
     return angles.cos().to(dtype), sin.to(dtype)
 
 
+PACKED_ROWS = 64  # decode steps up to this many rows multiply by packed weights (CPU)
+
+
+def linear(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """module(x); for a few rows on the CPU, from the weight packed in strips when there is one
+    (CausalLM.use_cpu_kernels: the weights stream front to back, cpu_kernels.packed_linear)."""
+    packed = module.__dict__.get("packed")
+    if packed is not None and x.shape[0] <= PACKED_ROWS:
+        return cpu_kernels.packed_linear(x, packed, module.bias)
+    return module.forward(x)
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -189,7 +201,7 @@ class Attention(nn.Module):
         c = self.c
         n = x.shape[0]
         q_size, kv_size = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
-        qkv = self.qkv_proj.forward(x)  # (N, (Hq + 2 Hkv) D)
+        qkv = linear(self.qkv_proj, x)  # (N, (Hq + 2 Hkv) D)
         scale = c.head_dim**-0.5
         if self.triton and not c.qk_norm:
             return self.o_proj(self._triton_attention(qkv, cos, sin, kv, meta, scale))
@@ -215,7 +227,7 @@ class Attention(nn.Module):
         else:
             attend = cascade_attention if isinstance(meta, DecodeMetadata) else paged_attention
             out = attend(q, k, v, kv[0], kv[1], meta, scale=scale)
-        return self.o_proj.forward(out.reshape(n, q_size))  # (N, hidden)
+        return linear(self.o_proj, out.reshape(n, q_size))  # (N, hidden)
 
     def _triton_attention(self, qkv, cos, sin, kv, meta, scale) -> torch.Tensor:
         """Rotary embedding (and, in a decode step, the KV write) in one kernel, in place in
@@ -257,7 +269,7 @@ class MLP(nn.Module):
         if self.triton:
             return self.down_proj(fused_ops().silu_mul(self.gate_up_proj(x)))
         if self.cpu:
-            return self.down_proj.forward(cpu_kernels.silu_mul(self.gate_up_proj.forward(x)))
+            return linear(self.down_proj, cpu_kernels.silu_mul(linear(self.gate_up_proj, x)))
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
         return self.down_proj(F.silu(gate).mul_(up))
 
@@ -388,6 +400,8 @@ class CausalLM(nn.Module):
         values = {n: self._checkpoint_tensor(n, weights, p.shape)[1] for n, p in params.items()}
         for name, value in values.items():
             params[name].copy_(value)
+        if any(m.__dict__.get("packed") is not None for m in self.modules()):
+            self._pack_linears()  # the packed copies follow the new weights
 
     def forward(
         self,
@@ -418,14 +432,25 @@ class CausalLM(nn.Module):
 
     def use_cpu_kernels(self, on: bool = True) -> CausalLM:
         """Run the residual add + RMSNorm, rotary embeddings and SiLU-and-multiply as C kernels
-        (cpu_kernels.py; fp32 on the CPU, inference only: no autograd through them)."""
+        (cpu_kernels.py; fp32 on the CPU, inference only: no autograd through them), and keep a
+        copy of each linear's weight (the logits head's too) packed in 64-column strips for
+        decode steps: as much memory again as those weights (SmolLM2-135M: +540 MB); output
+        sizes not a multiple of 64 keep MKL."""
         for module in self.modules():
             if isinstance(module, RMSNorm | Attention | MLP):
                 module.cpu = on
+        self._pack_linears(on)
         return self
 
+    @torch.no_grad()
+    def _pack_linears(self, on: bool = True) -> None:
+        for module in [*self.layers.modules(), self.lm_head]:
+            if isinstance(module, nn.Linear):
+                fits = on and module.out_features % cpu_kernels.STRIP == 0
+                module.__dict__["packed"] = cpu_kernels.pack_weight(module.weight) if fits else None
+
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden).float()
+        return linear(self.lm_head, hidden).float()
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
