@@ -124,7 +124,8 @@ import torch
 import torch.nn.functional as F
 from ponder.engine.torch_backend import fused_ops
 from ponder.engine.torch_backend.attention import write_slots
-from ponder.engine.torch_backend.model import RMSNorm, apply_rope, rope_inv_freq, rope_tables
+from ponder.engine.torch_backend.model import RMSNorm, apply_rope, rope_tables
+from ponder.engine.torch_backend.model_config import rope_inv_freq
 
 on = torch.device(os.environ["CHECK_DEVICE"])
 low = torch.float16 if on.type == "cpu" else torch.bfloat16

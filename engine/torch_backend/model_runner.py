@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 from ponder.engine.torch_backend.attention import build_metadata, copy_blocks, make_kv_cache
 from ponder.engine.torch_backend.cascade import Workspace, plan_decode
-from ponder.engine.torch_backend.model import CausalLM, ModelConfig
+from ponder.engine.torch_backend.model import CausalLM
+from ponder.engine.torch_backend.model_config import ModelConfig
 
 
 @dataclass(frozen=True, slots=True)
